@@ -1,0 +1,1 @@
+"""SMART on FHIR: signing keys, access-token validation and the scope-derived access policy."""

@@ -1,0 +1,57 @@
+"""SMART clinical scope grammar, v1 and v2, into an AccessPolicy.
+
+v1 (SMART App Launch 1.0): `patient|user|system` `/` `Type|*` `.` `read|write|*`
+v2 (SMART App Launch 2.x): `patient|user|system` `/` `Type|*` `.` one or more of `c r u d s`
+in that order, optionally followed by `?param=value` constraints.
+See https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html.
+
+v1 `read` means `rs`, `write` means `cud`, `*` means `cruds`. A v2 scope with `?` constraints
+is not honoured yet: it grants nothing (fail closed) rather than more than it says.
+Scopes that are not clinical (`openid`, `fhirUser`, `launch/patient`, `offline_access`) carry no
+permission here.
+"""
+
+from __future__ import annotations
+
+import re
+
+from app.auth.policy import ALL, AccessPolicy, ScopeGrant
+
+__all__ = ["parse_scope", "policy_from_scopes"]
+
+_CLINICAL = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.([a-z*]+)(\?.*)?$")
+_V1 = {"read": "rs", "write": "cud", "*": "cruds"}
+_V2_ORDER = "cruds"
+
+
+def parse_scope(scope: str) -> ScopeGrant | None:
+    match = _CLINICAL.match(scope)
+    if not match:
+        return None
+    context, resource_type, perms, constraint = match.groups()
+    if perms in _V1:
+        if constraint:
+            return None
+        letters = _V1[perms]
+    else:
+        if constraint or not _in_order(perms):
+            return None
+        letters = perms
+    if resource_type != ALL and not resource_type[0].isupper():
+        return None
+    return ScopeGrant(context, resource_type, frozenset(letters))
+
+
+def _in_order(perms: str) -> bool:
+    pos = -1
+    for letter in perms:
+        idx = _V2_ORDER.find(letter)
+        if idx <= pos:
+            return False
+        pos = idx
+    return True
+
+
+def policy_from_scopes(scopes: list[str] | tuple[str, ...], patient: str | None) -> AccessPolicy:
+    grants = tuple(g for g in (parse_scope(s) for s in scopes) if g is not None)
+    return AccessPolicy(grants=grants, patient=patient)

@@ -1,0 +1,121 @@
+"""The `dxf-bridge` command: serve, migrate, token."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from app.settings import Settings
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dxf-bridge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the FHIR API")
+    serve.add_argument("--host", help="bind address (default: DXF_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: DXF_PORT, 8080)")
+
+    sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+
+    token = sub.add_parser("token", help="print an access token signed with the server's key")
+    token.add_argument("--scope", required=True, help='e.g. "system/*.cruds" or "patient/*.rs"')
+    token.add_argument("--patient", help="Patient id for patient/ scopes (launch context)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument("--subject", default="dxf-bridge-cli", help="the token's sub claim")
+
+    args = parser.parse_args(argv)
+    settings = Settings()
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port)
+    if args.command == "migrate":
+        from app.migrate import upgrade_url
+
+        upgrade_url(settings.database_url)
+        print(f"database is at the latest schema ({_safe_url(settings.database_url)})")
+        return 0
+    if args.command == "token":
+        return _token(settings, args)
+    return 2
+
+
+def _safe_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from app.auth.keys import load_or_create_signing_keys
+    from app.auth.tokens import issue_token
+
+    if args.ttl <= 0:
+        print("--ttl must be positive", file=sys.stderr)
+        return 2
+    keys, _ = load_or_create_signing_keys(settings.signing_key_file)
+    print(
+        issue_token(
+            keys,
+            issuer=settings.issuer,
+            audience=settings.fhir_base_url,
+            scope=args.scope,
+            subject=args.subject,
+            patient=args.patient,
+            ttl_seconds=args.ttl,
+        )
+    )
+    return 0
+
+
+_BANNER = """\
+dxf-bridge {version}: FHIR R4 API at {base}
+A signing key was created at {keyfile}. Every request needs a token; get one with:
+
+    TOKEN=$(.venv/bin/dxf-bridge token --scope "system/*.cruds")
+    curl -s -H "Authorization: Bearer $TOKEN" {base}/Patient
+    curl -s -X POST -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/fhir+json" \\
+         -d '{{"resourceType":"Patient","name":[{{"family":"Example"}}]}}' {base}/Patient
+"""
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    import uvicorn
+
+    from app import __version__
+    from app.container import build_container
+    from app.logging import configure_logging
+    from app.main import create_app
+
+    configure_logging(settings.log_level)
+    container = build_container(settings)
+    if container.keys_created:
+        print(
+            _BANNER.format(
+                version=__version__, base=settings.fhir_base_url, keyfile=settings.signing_key_file
+            ),
+            flush=True,
+        )
+    else:
+        print(
+            f"dxf-bridge {__version__}: FHIR R4 API at {settings.fhir_base_url} "
+            '(token: dxf-bridge token --scope "system/*.cruds")',
+            flush=True,
+        )
+    app = create_app(settings, container=container)
+    uvicorn.run(
+        app,
+        host=host or settings.host,
+        port=port or settings.port,
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""FHIR R4 layer: models, compartments, search and the REST interactions."""

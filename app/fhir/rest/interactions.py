@@ -1,0 +1,296 @@
+"""The FHIR interactions, independent of HTTP framing so routes and Bundles share them.
+
+Each function takes the caller's repository (already bound to its AccessPolicy) or, inside a
+transaction Bundle, its open WriteSession, and returns an `Outcome` that
+`negotiation`/`router` turn into a response or a Bundle entry.
+https://hl7.org/fhir/R4/http.html
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+import orjson
+
+from app.errors import Invalid, NotFound, operation_outcome, Issue
+from app.fhir.models import RESOURCE_TYPES
+from app.fhir.search.criteria import Criteria, parse_criteria
+from app.store.repository import (
+    FhirRepository,
+    HistoryPage,
+    StoredResource,
+    WriteResult,
+    format_instant,
+)
+
+__all__ = [
+    "ID_PATTERN",
+    "Outcome",
+    "Writer",
+    "check_id",
+    "check_type",
+    "create",
+    "delete",
+    "history",
+    "read",
+    "search",
+    "update",
+    "vread",
+]
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+SEARCH_CONTROL = {"_count", "_cursor", "_format", "_pretty"}
+HISTORY_CONTROL = {"_count", "_cursor", "_since", "_format", "_pretty"}
+
+
+class Writer(Protocol):
+    """What create/update/delete need: a FhirRepository or an open WriteSession."""
+
+    async def create(
+        self, resource_type: str, body: dict[str, Any], *, if_none_exist: Criteria | None = None
+    ) -> WriteResult: ...
+
+    async def update(
+        self, resource_type: str, resource_id: str, body: dict[str, Any], *, if_match: int | None
+    ) -> WriteResult: ...
+
+    async def conditional_update(
+        self, criteria: Criteria, body: dict[str, Any], *, if_match: int | None
+    ) -> WriteResult: ...
+
+    async def delete(self, resource_type: str, resource_id: str) -> StoredResource | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one interaction, before HTTP or Bundle framing."""
+
+    status: int
+    resource: StoredResource | None = None
+    bundle: dict[str, Any] | None = None
+    location: str | None = None
+    message: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def check_type(resource_type: str) -> str:
+    if resource_type not in RESOURCE_TYPES:
+        raise NotFound(f"unknown resource type '{resource_type}'", code="not-supported")
+    return resource_type
+
+
+def check_id(resource_id: str) -> str:
+    if not ID_PATTERN.match(resource_id):
+        raise Invalid(f"'{resource_id[:80]}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})")
+    return resource_id
+
+
+def parse_version(value: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise NotFound(f"version '{value[:20]}' is not known")
+    return int(value)
+
+
+async def read(repo: FhirRepository, resource_type: str, resource_id: str) -> Outcome:
+    return Outcome(200, await repo.read(check_type(resource_type), check_id(resource_id)))
+
+
+async def vread(repo: FhirRepository, resource_type: str, resource_id: str, vid: str) -> Outcome:
+    stored = await repo.vread(check_type(resource_type), check_id(resource_id), parse_version(vid))
+    return Outcome(200, stored)
+
+
+async def create(
+    writer: Writer, resource_type: str, body: dict[str, Any], *, if_none_exist: str | None
+) -> Outcome:
+    check_type(resource_type)
+    criteria = (
+        parse_criteria(resource_type, if_none_exist, require_some=True)
+        if if_none_exist is not None
+        else None
+    )
+    body = {k: v for k, v in body.items() if k != "id"}  # the server assigns ids on create
+    result = await writer.create(resource_type, body, if_none_exist=criteria)
+    if not result.created:
+        return Outcome(200, result.resource, message="an existing resource matched If-None-Exist")
+    return Outcome(201, result.resource, location=result.resource.location, message="created")
+
+
+async def update(
+    writer: Writer,
+    resource_type: str,
+    resource_id: str,
+    body: dict[str, Any],
+    *,
+    if_match: int | None,
+) -> Outcome:
+    check_type(resource_type)
+    check_id(resource_id)
+    result = await writer.update(resource_type, resource_id, body, if_match=if_match)
+    return _written(result)
+
+
+async def conditional_update(
+    writer: Writer,
+    resource_type: str,
+    query: list[tuple[str, str]],
+    body: dict[str, Any],
+    *,
+    if_match: int | None,
+) -> Outcome:
+    check_type(resource_type)
+    criteria = parse_criteria(resource_type, query, require_some=True)
+    return _written(await writer.conditional_update(criteria, body, if_match=if_match))
+
+
+def _written(result: WriteResult) -> Outcome:
+    if result.created:
+        return Outcome(201, result.resource, location=result.resource.location, message="created")
+    return Outcome(200, result.resource, message="updated")
+
+
+async def delete(writer: Writer, resource_type: str, resource_id: str) -> Outcome:
+    check_type(resource_type)
+    check_id(resource_id)
+    stored = await writer.delete(resource_type, resource_id)
+    headers = {"ETag": stored.etag} if stored else {}
+    message = "deleted" if stored else "already deleted; nothing changed"
+    return Outcome(204, None, message=message, headers=headers)
+
+
+async def search(
+    repo: FhirRepository,
+    resource_type: str,
+    query: list[tuple[str, str]],
+    *,
+    fhir_base: str,
+    default_count: int,
+    max_count: int,
+) -> Outcome:
+    check_type(resource_type)
+    criteria_pairs = [(k, v) for k, v in query if k not in SEARCH_CONTROL]
+    control = _control(query, SEARCH_CONTROL)
+    count = _count(control.get("_count"), default_count, max_count)
+    criteria = parse_criteria(resource_type, criteria_pairs)
+    page = await repo.search(criteria, count=count, cursor=control.get("_cursor"))
+    base_query = [*criteria_pairs, ("_count", str(count))]
+    links = [_link("self", f"{fhir_base}/{resource_type}", [*base_query, *_cursor(control)])]
+    if page.next_cursor is not None:
+        links.append(
+            _link("next", f"{fhir_base}/{resource_type}", [*base_query, ("_cursor", page.next_cursor)])
+        )
+    entries = [
+        {
+            "fullUrl": f"{fhir_base}/{s.resource_type}/{s.id}",
+            "resource": orjson.Fragment(s.content or b"{}"),
+            "search": {"mode": "match"},
+        }
+        for s in page.resources
+    ]
+    return Outcome(200, bundle=_bundle("searchset", links, entries))
+
+
+async def history(
+    repo: FhirRepository,
+    resource_type: str | None,
+    resource_id: str | None,
+    query: list[tuple[str, str]],
+    *,
+    fhir_base: str,
+    default_count: int,
+    max_count: int,
+) -> Outcome:
+    if resource_type is not None:
+        check_type(resource_type)
+    if resource_id is not None:
+        check_id(resource_id)
+    unknown = [k for k, _ in query if k not in HISTORY_CONTROL]
+    if unknown:
+        raise Invalid(f"unknown history parameter '{unknown[0]}'", code="not-supported")
+    control = _control(query, HISTORY_CONTROL)
+    count = _count(control.get("_count"), default_count, max_count)
+    since = _instant(control["_since"]) if "_since" in control else None
+    cursor_text = control.get("_cursor")
+    if cursor_text is not None and not cursor_text.isdigit():
+        raise Invalid("_cursor is not a valid paging cursor")
+    page: HistoryPage = await repo.history(
+        resource_type,
+        resource_id,
+        count=count,
+        since=since,
+        cursor=int(cursor_text) if cursor_text else None,
+    )
+    path = "/".join(p for p in (resource_type, resource_id) if p)
+    url = f"{fhir_base}/{path}/_history" if path else f"{fhir_base}/_history"
+    base_query = [(k, v) for k, v in query if k in ("_since",)] + [("_count", str(count))]
+    links = [_link("self", url, [*base_query, *_cursor(control)])]
+    if page.next_cursor is not None:
+        links.append(_link("next", url, [*base_query, ("_cursor", str(page.next_cursor))]))
+    entries = []
+    for entry in page.entries:
+        s = entry.resource
+        item: dict[str, Any] = {"fullUrl": f"{fhir_base}/{s.resource_type}/{s.id}"}
+        if s.content is not None:
+            item["resource"] = orjson.Fragment(s.content)
+        target = f"{s.resource_type}/{s.id}" if entry.method != "POST" else s.resource_type
+        item["request"] = {"method": entry.method, "url": target}
+        item["response"] = {
+            "status": {"POST": "201 Created", "PUT": "200 OK", "DELETE": "204 No Content"}[
+                entry.method
+            ],
+            "etag": s.etag,
+            "lastModified": format_instant(s.last_updated),
+        }
+        entries.append(item)
+    return Outcome(200, bundle=_bundle("history", links, entries))
+
+
+def outcome_resource(message: str, severity: str = "information") -> dict[str, Any]:
+    return operation_outcome([Issue(code="informational", diagnostics=message, severity=severity)])
+
+
+def _bundle(kind: str, links: list[dict[str, str]], entries: list[dict[str, Any]]) -> dict[str, Any]:
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": kind, "link": links}
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _link(relation: str, url: str, query: list[tuple[str, str]]) -> dict[str, str]:
+    return {"relation": relation, "url": f"{url}?{urlencode(query)}" if query else url}
+
+
+def _cursor(control: dict[str, str]) -> list[tuple[str, str]]:
+    return [("_cursor", control["_cursor"])] if "_cursor" in control else []
+
+
+def _control(query: list[tuple[str, str]], allowed: set[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in query:
+        if key in allowed:
+            if key in out:
+                raise Invalid(f"parameter '{key}' may appear only once")
+            out[key] = value
+    return out
+
+
+def _count(value: str | None, default: int, maximum: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise Invalid(f"_count must be a non-negative integer, not {value[:20]!r}")
+    return max(1, min(int(value), maximum))
+
+
+def _instant(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise Invalid(f"_since {value[:40]!r} is not a FHIR instant") from None
+    if moment.tzinfo is None:
+        raise Invalid("_since must carry a time zone (for example 2026-01-01T00:00:00Z)")
+    return moment

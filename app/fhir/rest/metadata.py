@@ -1,0 +1,104 @@
+"""GET /fhir/metadata: the CapabilityStatement, generated from the route table.
+
+https://hl7.org/fhir/R4/capabilitystatement.html. Interactions are listed only when a route in
+`router.ROUTES` serves them; search parameters come from the search registry; nothing here is
+written by hand, so the statement cannot claim what the server does not do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any, Protocol
+
+from app import __version__
+from app.fhir.models import RESOURCE_TYPES, has_element
+from app.fhir.search.criteria import SEARCH_PARAMS
+from app.settings import Settings
+
+__all__ = ["capability_statement"]
+
+_TYPE_ORDER = (
+    "read", "vread", "update", "patch", "delete", "history-instance", "history-type",
+    "create", "search-type",
+)
+_SYSTEM_ORDER = ("transaction", "batch", "search-system", "history-system")
+_PARAM_DOCS = {
+    "_id": "Logical id of this artifact",
+    "identifier": "A business identifier of the resource (system|value)",
+}
+
+
+class _Route(Protocol):
+    @property
+    def interaction(self) -> str | None: ...
+    @property
+    def level(self) -> str: ...
+
+
+def capability_statement(routes: Iterable[_Route], settings: Settings) -> dict[str, Any]:
+    served = frozenset((r.interaction, r.level) for r in routes if r.interaction)
+    return _statement(served, settings.fhir_base_url)
+
+
+@lru_cache(maxsize=8)
+def _statement(served: frozenset[tuple[str, str]], fhir_base: str) -> dict[str, Any]:
+    codes = {code for code, _ in served}
+    type_codes = [
+        c for c in _TYPE_ORDER if any((c, lvl) in served for lvl in ("type", "instance"))
+    ]
+    resources = []
+    for rtype in sorted(RESOURCE_TYPES):
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "interaction": [{"code": c} for c in type_codes],
+            "versioning": "versioned-update",
+            "readHistory": "vread" in codes,
+            "updateCreate": "update" in codes,
+            "conditionalCreate": "create" in codes,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": ("update", "type") in served,
+            "conditionalDelete": "not-supported",
+        }
+        if "search-type" in codes:
+            entry["searchParam"] = [
+                {"name": name, "type": kind, "documentation": _PARAM_DOCS.get(name, name)}
+                for name, kind in SEARCH_PARAMS.items()
+                if name.startswith("_") or has_element(rtype, name)
+            ]
+        resources.append(entry)
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "security": {
+            "cors": False,
+            "service": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                            "code": "SMART-on-FHIR",
+                        }
+                    ]
+                }
+            ],
+            "description": (
+                "Every request except GET /metadata needs a Bearer JWT access token signed by "
+                "this server's key (published at /.well-known/jwks.json), with aud set to "
+                f"{fhir_base} and SMART v1 or v2 clinical scopes."
+            ),
+        },
+        "resource": resources,
+        "interaction": [{"code": c} for c in _SYSTEM_ORDER if c in codes],
+    }
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-22",
+        "publisher": "dxf-bridge",
+        "kind": "instance",
+        "software": {"name": "dxf-bridge", "version": __version__},
+        "implementation": {"description": "dxf-bridge FHIR R4 facade", "url": fhir_base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [rest],
+    }

@@ -1,0 +1,1 @@
+"""Search: index extraction at write time, criteria parsing, and SQL compilation."""

@@ -1,0 +1,135 @@
+"""Search criteria: a query string parsed into typed, normalised conditions and compiled to SQL.
+
+Supports what conditional interactions and the basic type search need today: `_id` and the
+token parameter `identifier` in all four forms of https://hl7.org/fhir/R4/search.html#token
+(`system|code`, `|code`, `system|`, `code`), OR with `,` (with `\\,` escaping) and AND by
+repeating a parameter. Anything else is refused by name, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from sqlalchemy import ColumnElement, and_, exists, false, or_, select
+
+from app.errors import Invalid
+from app.store.tables import resource, spidx_token
+
+__all__ = ["Criteria", "Criterion", "TokenValue", "parse_criteria", "SEARCH_PARAMS"]
+
+# parameter -> type, for every resource type.
+SEARCH_PARAMS: dict[str, str] = {"_id": "token", "identifier": "token"}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenValue:
+    system: str | None  # None: any system; "" : explicitly no system
+    code: str | None  # None: any code
+
+    def render(self) -> str:
+        if self.system is None:
+            return _escape(self.code or "")
+        return f"{_escape(self.system)}|{_escape(self.code or '')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    param: str
+    values: tuple[TokenValue, ...]  # OR
+
+
+@dataclass(frozen=True, slots=True)
+class Criteria:
+    resource_type: str
+    criteria: tuple[Criterion, ...]  # AND
+
+    def normalized(self) -> str:
+        parts = sorted(
+            f"{c.param}={','.join(sorted(v.render() for v in c.values))}" for c in self.criteria
+        )
+        return f"{self.resource_type}?{'&'.join(parts)}"
+
+    def key_hash(self) -> str:
+        return hashlib.sha256(self.normalized().encode()).hexdigest()
+
+    def where(self) -> ColumnElement[bool]:
+        return and_(*(_compile(c) for c in self.criteria))
+
+
+def parse_criteria(
+    resource_type: str,
+    pairs: str | list[tuple[str, str]],
+    *,
+    require_some: bool = False,
+) -> Criteria:
+    """Parse `a=b&c=d` (or already split pairs) into Criteria; unknown parameters -> 400."""
+    if isinstance(pairs, str):
+        pairs = parse_qsl(pairs.lstrip("?"), keep_blank_values=True)
+    out: list[Criterion] = []
+    for name, raw in pairs:
+        base, _, modifier = name.partition(":")
+        if base not in SEARCH_PARAMS:
+            raise Invalid(f"unknown search parameter '{name}' for {resource_type}", code="not-supported")
+        if modifier:
+            raise Invalid(f"modifier ':{modifier}' is not supported on parameter '{base}'",
+                          code="not-supported")
+        values = tuple(_token(v) for v in _split_or(raw) if v != "")
+        if not values:
+            raise Invalid(f"search parameter '{name}' has no value")
+        out.append(Criterion(base, values))
+    if require_some and not out:
+        raise Invalid("conditional interactions need at least one search criterion")
+    return Criteria(resource_type, tuple(out))
+
+
+def _split_or(raw: str) -> list[str]:
+    values, cur, escaped = [], "", False
+    for ch in raw:
+        if escaped:
+            cur += ch if ch in ",|$\\" else "\\" + ch
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ",":
+            values.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    values.append(cur + ("\\" if escaped else ""))
+    return values
+
+
+def _token(text: str) -> TokenValue:
+    if "|" in text:
+        system, _, code = text.partition("|")
+        return TokenValue(system=system, code=code or None)
+    return TokenValue(system=None, code=text)
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(",", "\\,").replace("|", "\\|")
+
+
+def _compile(criterion: Criterion) -> ColumnElement[bool]:
+    if criterion.param == "_id":
+        ids = [v.code for v in criterion.values if v.system is None and v.code]
+        return resource.c.res_id.in_(ids) if ids else false()
+    alternatives = []
+    for v in criterion.values:
+        conds = [spidx_token.c.param == criterion.param]
+        if v.code is not None:
+            conds.append(spidx_token.c.value == v.code)
+        if v.system == "":
+            conds.append(spidx_token.c.system.is_(None))
+        elif v.system is not None:
+            conds.append(spidx_token.c.system == v.system)
+        alternatives.append(and_(*conds))
+    return exists(
+        select(1).where(
+            spidx_token.c.res_type == resource.c.res_type,
+            spidx_token.c.res_id == resource.c.res_id,
+            or_(*alternatives),
+        )
+    )

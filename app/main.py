@@ -1,0 +1,161 @@
+"""create_app(settings): the ASGI application, wired explicitly from validated settings."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import __version__
+from app.container import Container, build_container
+from app.errors import (
+    FhirError,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
+    Unavailable,
+    operation_outcome,
+    Issue,
+)
+from app.fhir.rest.negotiation import fhir_response
+from app.fhir.rest.router import build_router
+from app.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("dxf.http")
+
+
+def create_app(settings: Settings, container: Container | None = None) -> FastAPI:
+    """Build the API. With no container given, one is built at startup and closed at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = app.state.container is None
+        if owned:
+            app.state.container = build_container(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.container.close()
+
+    app = FastAPI(
+        title="dxf-bridge",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.container = container
+    app.include_router(build_router())
+
+    @app.get("/.well-known/jwks.json", include_in_schema=False)
+    async def jwks(request: Request) -> Response:
+        keys = request.app.state.container.keys.public_jwks()
+        return fhir_response(200, keys, headers={"Cache-Control": "max-age=300"})
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    _install_error_handlers(app)
+    app.add_middleware(RequestLogMiddleware)
+    return app
+
+
+def render_error(error: FhirError) -> Response:
+    return fhir_response(error.status, error.outcome(), headers=error.headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FhirError)
+    async def _fhir_error(_request: Request, exc: FhirError) -> Response:
+        return render_error(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return render_error(NotFound(f"no FHIR interaction is served at {request.url.path}"))
+        if exc.status_code == 405:
+            err = MethodNotAllowed(f"{request.method} is not supported on {request.url.path}")
+            return render_error(err)
+        err = FhirError(str(exc.detail))
+        err.status = exc.status_code
+        return render_error(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        return render_error(Invalid(f"malformed request: {first.get('msg', 'invalid')}"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        request_id = request.scope.get("state", {}).get("request_id", "-")
+        if _is_db_outage(exc):
+            log.error("database unavailable", extra={"request_id": request_id,
+                                                     "error": type(exc).__name__})
+            return render_error(Unavailable("the database is unavailable; retry later"))
+        log.error("unhandled error", extra={"request_id": request_id,
+                                           "error": type(exc).__name__})
+        body = operation_outcome(
+            [Issue(code="exception", diagnostics=f"internal error (request {request_id})")]
+        )
+        return fhir_response(500, body)
+
+
+def _is_db_outage(exc: Exception) -> bool:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(exc, (OperationalError, InterfaceError, ConnectionError, OSError))
+
+
+class RequestLogMiddleware:
+    """Request id + one JSON log line per request: method, route template, status, duration."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers: list[Any] = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                route = scope.get("route")
+                log.info(
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "route": getattr(route, "path", "(unrouted)"),
+                        "status": status,
+                        "ms": round((time.perf_counter() - started) * 1000, 2),
+                    },
+                )

@@ -1,0 +1,72 @@
+"""Validated settings from `DXF_`-prefixed environment variables.
+
+Every field here is documented in docs/configuration.md; add it there when you add it here.
+Nothing reads the environment outside this module, and nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "async_database_url"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DXF_", extra="ignore")
+
+    database_url: str = "sqlite:///./data/dxf-bridge.db"
+    base_url: str = "http://127.0.0.1:8080"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    signing_key_file: Path = Path("./data/signing-key.json")
+    token_issuer: str | None = None
+    token_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_bundle_entries: int = Field(default=500, ge=1)
+    default_page_size: int = Field(default=50, ge=1)
+    max_page_size: int = Field(default=1000, ge=1)
+    db_pool_size: int = Field(default=10, ge=1)
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("DXF_BASE_URL must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @property
+    def fhir_base_url(self) -> str:
+        """The FHIR base: also the `aud` every access token must carry."""
+        return f"{self.base_url}/fhir"
+
+    @property
+    def issuer(self) -> str:
+        return (self.token_issuer or self.base_url).rstrip("/")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def async_database_url(url: str) -> str:
+    """Map a plain database URL to the async driver the server uses.
+
+    `sqlite:///path` becomes `sqlite+aiosqlite:///path`; `postgresql://` (or `postgres://`)
+    becomes `postgresql+asyncpg://`. A URL that already names a driver is kept.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a database URL: {url!r}")
+    if "+" in scheme:
+        return url
+    if scheme == "sqlite":
+        return f"sqlite+aiosqlite://{rest}"
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}"
+    raise ValueError(f"unsupported database scheme {scheme!r}: use sqlite or postgresql")

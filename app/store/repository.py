@@ -1,0 +1,691 @@
+"""The FHIR repository: versioned storage with the caller's AccessPolicy applied on every path.
+
+Implements the storage side of https://hl7.org/fhir/R4/http.html: read, vread, create, update,
+delete, history and the conditional forms, for SQLite and PostgreSQL alike.
+
+- Every write makes a version: the `resource` row is replaced by compare-and-set on its version
+  (so concurrent writers never skip or reuse a version id) and a row is appended to
+  `resource_history`. Index rows and compartment membership change in the same transaction.
+- Conditional create claims a unique `conditional_key` row for its normalised criteria, so of
+  many concurrent identical requests exactly one creates; the others find its resource.
+- A policy confined to a Patient compartment sees only that compartment: what lies outside reads
+  as not found (the same answer as a resource that does not exist) and cannot be written (403).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, delete, exists, insert, or_, select, true, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.auth.policy import AccessPolicy
+from app.db import Database
+from app.errors import Conflict, Forbidden, Gone, Invalid, NotFound, PreconditionFailed
+from app.fhir.compartments import patient_ids_of
+from app.fhir.models import RESOURCE_TYPES, validate_resource
+from app.fhir.search.criteria import Criteria
+from app.fhir.search.extract import token_rows
+from app.store.tables import (
+    conditional_key,
+    resource,
+    resource_compartment,
+    resource_history,
+    spidx_token,
+)
+
+__all__ = [
+    "FhirRepository",
+    "HistoryEntry",
+    "HistoryPage",
+    "SearchPage",
+    "StoredResource",
+    "WriteResult",
+    "WriteSession",
+    "format_instant",
+]
+
+_MAX_RETRIES = 20
+
+
+def utc_now_ms() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def format_instant(moment: datetime) -> str:
+    moment = _aware(moment)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    resource_type: str
+    id: str
+    version: int
+    last_updated: datetime
+    content: bytes | None  # None for a deleted version
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    @property
+    def location(self) -> str:
+        return f"{self.resource_type}/{self.id}/_history/{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    resource: StoredResource
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    resource: StoredResource
+    method: str  # POST, PUT or DELETE
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    entries: list[HistoryEntry]
+    next_cursor: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    resources: list[StoredResource]
+    next_cursor: str | None
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class FhirRepository:
+    """Per-request repository: the database plus the caller's policy."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        policy: AccessPolicy,
+        base_url: str,
+        clock: Callable[[], datetime] = utc_now_ms,
+    ) -> None:
+        self.db = db
+        self.policy = policy
+        self.base_url = base_url
+        self.clock = clock
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        patient = self.policy.restriction(resource_type, "r")
+        async with self.db.read() as conn:
+            return await _read(conn, resource_type, resource_id, patient)
+
+    async def vread(self, resource_type: str, resource_id: str, version: int) -> StoredResource:
+        patient = self.policy.restriction(resource_type, "r")
+        async with self.db.read() as conn:
+            if patient and not await _in_compartment(conn, patient, resource_type, resource_id):
+                raise _not_found(resource_type, resource_id)
+            row = (
+                await conn.execute(
+                    select(resource_history).where(
+                        resource_history.c.res_type == resource_type,
+                        resource_history.c.res_id == resource_id,
+                        resource_history.c.version == version,
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"{resource_type}/{resource_id} has no version {version}")
+        stored = _stored(row)
+        if patient and stored.content and patient not in self._patients(stored.content):
+            raise NotFound(f"{resource_type}/{resource_id} has no version {version}")
+        if stored.content is None:
+            raise Gone(f"{resource_type}/{resource_id} version {version} is a deletion")
+        return stored
+
+    async def history(
+        self,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        *,
+        count: int,
+        since: datetime | None = None,
+        cursor: int | None = None,
+    ) -> HistoryPage:
+        """Instance, type or system history, newest first, keyset-paged on the history sequence."""
+        h = resource_history.c
+        conds: list[Any] = []
+        patient: str | None = None
+        if resource_type is not None:
+            perm = "r" if resource_id is not None else "s"
+            patient = self.policy.restriction(resource_type, perm)
+            conds.append(h.res_type == resource_type)
+            if resource_id is not None:
+                conds.append(h.res_id == resource_id)
+            if patient:
+                conds.append(_compartment_exists(patient, h.res_type, h.res_id))
+        else:
+            conds.append(self._system_filter(h.res_type, h.res_id))
+        if since is not None:
+            conds.append(h.last_updated >= since)
+        if cursor is not None:
+            conds.append(h.hid < cursor)
+        query = select(resource_history).where(*conds).order_by(h.hid.desc()).limit(count + 1)
+        async with self.db.read() as conn:
+            if resource_id is not None and resource_type is not None:
+                found = await conn.execute(
+                    select(resource.c.res_id).where(
+                        resource.c.res_type == resource_type, resource.c.res_id == resource_id
+                    )
+                )
+                if found.first() is None or (
+                    patient and not await _in_compartment(conn, patient, resource_type, resource_id)
+                ):
+                    raise _not_found(resource_type, resource_id)
+            rows = (await conn.execute(query)).all()
+        more = len(rows) > count
+        rows = rows[:count]
+        entries = [HistoryEntry(_stored(r), r.method) for r in rows]
+        if patient or resource_type is None:
+            perm = "r" if resource_id is not None else "s"
+            entries = [e for e in entries if self._visible_version(e.resource, perm)]
+        return HistoryPage(entries, rows[-1].hid if more and rows else None)
+
+    async def search(
+        self, criteria: Criteria, *, count: int, cursor: str | None = None
+    ) -> SearchPage:
+        """Type-level search over index tables; keyset-paged on the resource id."""
+        patient = self.policy.restriction(criteria.resource_type, "s")
+        r = resource.c
+        conds: list[Any] = [
+            r.res_type == criteria.resource_type,
+            r.deleted.is_(False),
+            criteria.where(),
+        ]
+        if patient:
+            conds.append(_compartment_exists(patient, r.res_type, r.res_id))
+        if cursor is not None:
+            conds.append(r.res_id > cursor)
+        query = (
+            select(r.res_type, r.res_id, r.version, r.last_updated, r.content)
+            .where(*conds)
+            .order_by(r.res_id)
+            .limit(count + 1)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        more = len(rows) > count
+        rows = rows[:count]
+        return SearchPage([_stored(row) for row in rows], rows[-1].res_id if more else None)
+
+    def _system_filter(self, type_col: Any, id_col: Any) -> Any:
+        open_types, confined_types = [], []
+        for rtype in sorted(RESOURCE_TYPES):
+            if not self.policy.allows(rtype, "s"):
+                continue
+            (confined_types if self.policy.restriction(rtype, "s") else open_types).append(rtype)
+        parts = []
+        if len(open_types) == len(RESOURCE_TYPES):
+            return true()
+        if open_types:
+            parts.append(type_col.in_(open_types))
+        if confined_types and self.policy.patient:
+            parts.append(
+                and_(
+                    type_col.in_(confined_types),
+                    _compartment_exists(self.policy.patient, type_col, id_col),
+                )
+            )
+        if not parts:
+            raise Forbidden("the access token's scopes permit no history")
+        return or_(*parts)
+
+    def _visible_version(self, stored: StoredResource, permission: str) -> bool:
+        try:
+            patient = self.policy.restriction(stored.resource_type, permission)
+        except Forbidden:
+            return False
+        return patient is None or stored.content is None or patient in self._patients(stored.content)
+
+    def _patients(self, content: bytes) -> set[str]:
+        return patient_ids_of(orjson.loads(content), self.base_url)
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[WriteSession]:
+        """One atomic unit of work: everything done through the session commits or none does."""
+        async with self.db.write() as conn:
+            yield WriteSession(self, conn)
+
+    async def create(
+        self, resource_type: str, body: dict[str, Any], *, if_none_exist: Criteria | None = None
+    ) -> WriteResult:
+        async with self.transaction() as tx:
+            return await tx.create(resource_type, body, if_none_exist=if_none_exist)
+
+    async def update(
+        self, resource_type: str, resource_id: str, body: dict[str, Any], *, if_match: int | None
+    ) -> WriteResult:
+        async with self.transaction() as tx:
+            return await tx.update(resource_type, resource_id, body, if_match=if_match)
+
+    async def conditional_update(
+        self, criteria: Criteria, body: dict[str, Any], *, if_match: int | None
+    ) -> WriteResult:
+        async with self.transaction() as tx:
+            return await tx.conditional_update(criteria, body, if_match=if_match)
+
+    async def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        async with self.transaction() as tx:
+            return await tx.delete(resource_type, resource_id)
+
+
+class WriteSession:
+    """Writes inside one open transaction (see FhirRepository.transaction)."""
+
+    def __init__(self, repo: FhirRepository, conn: AsyncConnection) -> None:
+        self.repo = repo
+        self.conn = conn
+        self.now = repo.clock()
+
+    async def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        patient = self.repo.policy.restriction(resource_type, "r")
+        return await _read(self.conn, resource_type, resource_id, patient)
+
+    async def match(self, criteria: Criteria, *, permission: str = "s") -> list[str]:
+        """Ids of the live resources matching `criteria` that the policy lets the caller see."""
+        patient = self.repo.policy.restriction(criteria.resource_type, permission)
+        r = resource.c
+        conds = [r.res_type == criteria.resource_type, r.deleted.is_(False), criteria.where()]
+        if patient:
+            conds.append(_compartment_exists(patient, r.res_type, r.res_id))
+        rows = await self.conn.execute(select(r.res_id).where(*conds).limit(2))
+        return [row.res_id for row in rows]
+
+    async def create(
+        self,
+        resource_type: str,
+        body: dict[str, Any],
+        *,
+        if_none_exist: Criteria | None = None,
+        resource_id: str | None = None,
+    ) -> WriteResult:
+        patient = self.repo.policy.restriction(resource_type, "c")
+        self._check_body(resource_type, body)
+        if patient and patient not in patient_ids_of(body, self.repo.base_url):
+            raise Forbidden(f"the new {resource_type} is outside Patient/{patient}'s compartment")
+        new_id = resource_id or _new_id()
+        if if_none_exist is None:
+            return WriteResult(await self._insert(resource_type, new_id, body), created=True)
+        for _ in range(_MAX_RETRIES):
+            existing = await self._single_match(if_none_exist, "If-None-Exist")
+            if existing is not None:
+                return WriteResult(await self.read(resource_type, existing), created=False)
+            key = if_none_exist.key_hash()
+            try:
+                async with self.conn.begin_nested():
+                    await self.conn.execute(
+                        insert(conditional_key).values(
+                            res_type=resource_type, key_hash=key, res_id=new_id
+                        )
+                    )
+            except IntegrityError:
+                # Another writer holds these criteria. Either its resource is now visible to the
+                # next match, or it no longer matches and the key is stale: drop it, try again.
+                if not await self.match(if_none_exist, permission="c"):
+                    await self.conn.execute(
+                        delete(conditional_key).where(
+                            conditional_key.c.res_type == resource_type,
+                            conditional_key.c.key_hash == key,
+                        )
+                    )
+                continue
+            return WriteResult(await self._insert(resource_type, new_id, body), created=True)
+        raise Conflict("conditional create did not settle under contention; retry the request")
+
+    async def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        body: dict[str, Any],
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        policy = self.repo.policy
+        patient = policy.restriction(resource_type, "u")
+        if body.get("id") != resource_id:
+            raise Invalid(
+                f"the resource id ({body.get('id')!r}) must match the id in the URL ({resource_id!r})"
+            )
+        self._check_body(resource_type, body)
+        if patient and patient not in patient_ids_of(body, self.repo.base_url):
+            raise Forbidden(f"the {resource_type} would be outside Patient/{patient}'s compartment")
+        r = resource.c
+        for _ in range(_MAX_RETRIES):
+            current = (
+                await self.conn.execute(
+                    select(r.version, r.deleted).where(
+                        r.res_type == resource_type, r.res_id == resource_id
+                    )
+                )
+            ).first()
+            if current is None:
+                if if_match is not None:
+                    raise PreconditionFailed(
+                        f"If-Match given but {resource_type}/{resource_id} does not exist"
+                    )
+                policy.restriction(resource_type, "c")
+                try:
+                    async with self.conn.begin_nested():
+                        stored = await self._insert(resource_type, resource_id, body)
+                except IntegrityError:
+                    continue  # created concurrently: update it instead
+                return WriteResult(stored, created=True)
+            if if_match is not None and current.version != if_match:
+                raise PreconditionFailed(
+                    f"{resource_type}/{resource_id} is at version {current.version}, "
+                    f"not {if_match} (If-Match)"
+                )
+            if patient and not await _in_compartment(
+                self.conn, patient, resource_type, resource_id
+            ):
+                raise Forbidden(f"{resource_type}/{resource_id} is outside the token's compartment")
+            stored = await self._replace(resource_type, resource_id, current.version, body)
+            if stored is not None:
+                return WriteResult(stored, created=bool(current.deleted))
+            if if_match is not None:
+                raise PreconditionFailed(f"{resource_type}/{resource_id} changed concurrently")
+        raise Conflict(f"{resource_type}/{resource_id} is being updated concurrently; retry")
+
+    async def conditional_update(
+        self, criteria: Criteria, body: dict[str, Any], *, if_match: int | None = None
+    ) -> WriteResult:
+        """PUT [type]?criteria: https://hl7.org/fhir/R4/http.html#cond-update"""
+        resource_type = criteria.resource_type
+        existing = await self._single_match(criteria, "conditional update")
+        if existing is None:
+            body_id = body.get("id")
+            if body_id is not None and not isinstance(body_id, str):
+                raise Invalid("resource id must be a string")
+            if body_id and await self._exists(resource_type, body_id):
+                raise Conflict(
+                    f"no resource matches the criteria, but {resource_type}/{body_id} exists"
+                )
+            return await self.create(
+                resource_type, body, if_none_exist=criteria, resource_id=body_id or None
+            )
+        if body.get("id") not in (None, existing):
+            raise Invalid(
+                f"the resource id ({body.get('id')!r}) differs from the matched {existing!r}"
+            )
+        return await self.update(
+            resource_type, existing, {**body, "id": existing}, if_match=if_match
+        )
+
+    async def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        """Logical delete; returns the deletion version, or None if already deleted."""
+        patient = self.repo.policy.restriction(resource_type, "d")
+        r = resource.c
+        for _ in range(_MAX_RETRIES):
+            current = (
+                await self.conn.execute(
+                    select(r.version, r.deleted).where(
+                        r.res_type == resource_type, r.res_id == resource_id
+                    )
+                )
+            ).first()
+            if patient and (
+                current is None
+                or not await _in_compartment(self.conn, patient, resource_type, resource_id)
+            ):
+                raise Forbidden(f"{resource_type}/{resource_id} is outside the token's compartment")
+            if current is None:
+                raise _not_found(resource_type, resource_id)
+            if current.deleted:
+                return None
+            version = current.version + 1
+            done = await self.conn.execute(
+                update(resource)
+                .where(
+                    r.res_type == resource_type,
+                    r.res_id == resource_id,
+                    r.version == current.version,
+                )
+                .values(version=version, last_updated=self.now, deleted=True, content=None)
+            )
+            if done.rowcount != 1:
+                continue
+            await self.conn.execute(
+                insert(resource_history).values(
+                    res_type=resource_type,
+                    res_id=resource_id,
+                    version=version,
+                    last_updated=self.now,
+                    method="DELETE",
+                    content=None,
+                )
+            )
+            await self._drop_index(resource_type, resource_id, keep_compartment=True)
+            await self.conn.execute(
+                delete(conditional_key).where(
+                    conditional_key.c.res_type == resource_type,
+                    conditional_key.c.res_id == resource_id,
+                )
+            )
+            return StoredResource(resource_type, resource_id, version, self.now, None)
+        raise Conflict(f"{resource_type}/{resource_id} is being updated concurrently; retry")
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _check_body(self, resource_type: str, body: dict[str, Any]) -> None:
+        if body.get("resourceType") != resource_type:
+            raise Invalid(
+                f"resourceType {body.get('resourceType')!r} does not match the URL ({resource_type})"
+            )
+        validate_resource(body)
+
+    async def _single_match(self, criteria: Criteria, what: str) -> str | None:
+        ids = await self.match(criteria, permission="s")
+        if len(ids) > 1:
+            raise PreconditionFailed(f"{what} criteria matched more than one resource")
+        if not ids:
+            # A match the caller may not see still blocks a conditional write.
+            r = resource.c
+            hidden = await self.conn.execute(
+                select(r.res_id)
+                .where(
+                    r.res_type == criteria.resource_type,
+                    r.deleted.is_(False),
+                    criteria.where(),
+                )
+                .limit(1)
+            )
+            if hidden.first() is not None:
+                raise Forbidden(f"{what} criteria matched a resource outside the token's access")
+        return ids[0] if ids else None
+
+    async def _exists(self, resource_type: str, resource_id: str) -> bool:
+        r = resource.c
+        row = await self.conn.execute(
+            select(r.res_id).where(r.res_type == resource_type, r.res_id == resource_id)
+        )
+        return row.first() is not None
+
+    def _stamp(self, body: dict[str, Any], resource_id: str, version: int) -> bytes:
+        meta = dict(body.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = format_instant(self.now)
+        stamped = {"resourceType": body["resourceType"], "id": resource_id}
+        stamped.update((k, v) for k, v in body.items() if k not in ("resourceType", "id", "meta"))
+        stamped["meta"] = meta
+        return orjson.dumps(stamped)
+
+    async def _insert(self, resource_type: str, resource_id: str, body: dict[str, Any]) -> StoredResource:
+        content = self._stamp(body, resource_id, 1)
+        text = content.decode()
+        await self.conn.execute(
+            insert(resource).values(
+                res_type=resource_type,
+                res_id=resource_id,
+                version=1,
+                last_updated=self.now,
+                deleted=False,
+                content=text,
+            )
+        )
+        await self._append_history(resource_type, resource_id, 1, "POST", text)
+        await self._write_index(resource_type, resource_id, body, fresh=True)
+        return StoredResource(resource_type, resource_id, 1, self.now, content)
+
+    async def _replace(
+        self, resource_type: str, resource_id: str, old_version: int, body: dict[str, Any]
+    ) -> StoredResource | None:
+        version = old_version + 1
+        content = self._stamp(body, resource_id, version)
+        text = content.decode()
+        r = resource.c
+        done = await self.conn.execute(
+            update(resource)
+            .where(r.res_type == resource_type, r.res_id == resource_id, r.version == old_version)
+            .values(version=version, last_updated=self.now, deleted=False, content=text)
+        )
+        if done.rowcount != 1:
+            return None
+        await self._append_history(resource_type, resource_id, version, "PUT", text)
+        await self._write_index(resource_type, resource_id, body, fresh=False)
+        return StoredResource(resource_type, resource_id, version, self.now, content)
+
+    async def _append_history(
+        self, resource_type: str, resource_id: str, version: int, method: str, text: str
+    ) -> None:
+        await self.conn.execute(
+            insert(resource_history).values(
+                res_type=resource_type,
+                res_id=resource_id,
+                version=version,
+                last_updated=self.now,
+                method=method,
+                content=text,
+            )
+        )
+
+    async def _write_index(
+        self, resource_type: str, resource_id: str, body: dict[str, Any], *, fresh: bool
+    ) -> None:
+        if not fresh:
+            await self._drop_index(resource_type, resource_id, keep_compartment=False)
+        tokens = token_rows(body)
+        if tokens:
+            await self.conn.execute(
+                insert(spidx_token),
+                [
+                    {"res_type": resource_type, "res_id": resource_id, "param": p,
+                     "system": s, "value": v}
+                    for p, s, v in tokens
+                ],
+            )
+        stamped = {**body, "id": resource_id}
+        patients = patient_ids_of(stamped, self.repo.base_url)
+        if patients:
+            await self.conn.execute(
+                insert(resource_compartment),
+                [
+                    {"patient_id": p, "res_type": resource_type, "res_id": resource_id}
+                    for p in sorted(patients)
+                ],
+            )
+
+    async def _drop_index(
+        self, resource_type: str, resource_id: str, *, keep_compartment: bool
+    ) -> None:
+        await self.conn.execute(
+            delete(spidx_token).where(
+                spidx_token.c.res_type == resource_type, spidx_token.c.res_id == resource_id
+            )
+        )
+        if not keep_compartment:
+            await self.conn.execute(
+                delete(resource_compartment).where(
+                    resource_compartment.c.res_type == resource_type,
+                    resource_compartment.c.res_id == resource_id,
+                )
+            )
+
+
+# ---- shared query helpers ---------------------------------------------------------------------
+
+_READ_COLUMNS = (
+    resource.c.res_type,
+    resource.c.res_id,
+    resource.c.version,
+    resource.c.last_updated,
+    resource.c.deleted,
+    resource.c.content,
+)
+
+
+async def _read(
+    conn: AsyncConnection, resource_type: str, resource_id: str, patient: str | None
+) -> StoredResource:
+    r = resource.c
+    query = select(*_READ_COLUMNS).where(r.res_type == resource_type, r.res_id == resource_id)
+    if patient:
+        query = query.where(_compartment_exists(patient, r.res_type, r.res_id))
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise _not_found(resource_type, resource_id)
+    if row.deleted:
+        raise Gone(f"{resource_type}/{resource_id} was deleted", headers={"ETag": f'W/"{row.version}"'})
+    return _stored(row)
+
+
+def _stored(row: Any) -> StoredResource:
+    content = row.content
+    return StoredResource(
+        row.res_type,
+        row.res_id,
+        row.version,
+        _aware(row.last_updated),
+        content.encode() if isinstance(content, str) else content,
+    )
+
+
+def _compartment_exists(patient: str, type_col: Any, id_col: Any) -> Any:
+    c = resource_compartment.c
+    return exists(
+        select(1).where(c.patient_id == patient, c.res_type == type_col, c.res_id == id_col)
+    )
+
+
+async def _in_compartment(
+    conn: AsyncConnection, patient: str, resource_type: str, resource_id: str
+) -> bool:
+    c = resource_compartment.c
+    row = await conn.execute(
+        select(1).where(
+            c.patient_id == patient, c.res_type == resource_type, c.res_id == resource_id
+        )
+    )
+    return row.first() is not None
+
+
+def _not_found(resource_type: str, resource_id: str) -> NotFound:
+    return NotFound(f"{resource_type}/{resource_id} is not known")

@@ -1,0 +1,130 @@
+"""The schema, as SQLAlchemy Core tables. Migrations in migrations/versions/ create exactly this.
+
+    resource              current version of every resource, keyed (type, id); logical deletes
+    resource_history      append-only: one row per version, ordered by a global sequence (hid)
+    spidx_token           token search index rows, written in the resource's transaction
+    resource_compartment  Patient compartment membership (who may see a resource)
+    conditional_key       unique (type, criteria hash): makes conditional create race-free
+
+Content is FHIR JSON: JSONB on PostgreSQL, JSON text on SQLite. The column type passes text
+through untouched in both directions so the read path serves stored bytes without parsing them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+__all__ = [
+    "RawJson",
+    "conditional_key",
+    "metadata",
+    "resource",
+    "resource_compartment",
+    "resource_history",
+    "spidx_token",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class RawJson(TypeDecorator[str]):
+    """JSONB on PostgreSQL, JSON on SQLite; values are JSON text in and JSON text out."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(JSON())
+
+    def bind_processor(self, dialect: Dialect) -> None:  # type: ignore[override]
+        return None
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> None:  # type: ignore[override]
+        return None
+
+
+resource = Table(
+    "resource",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("content", RawJson, nullable=True),
+    Index(None, "res_type", "last_updated"),
+)
+
+resource_history = Table(
+    "resource_history",
+    metadata,
+    Column("hid", _Id, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("content", RawJson, nullable=True),
+    UniqueConstraint("res_type", "res_id", "version"),
+    Index(None, "res_type", "hid"),
+    Index(None, "last_updated"),
+)
+
+spidx_token = Table(
+    "spidx_token",
+    metadata,
+    Column("row_id", _Id, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("system", Text, nullable=True),
+    Column("value", Text, nullable=True),
+    Index(None, "res_type", "param", "value", "system"),
+    Index(None, "res_type", "res_id"),
+)
+
+resource_compartment = Table(
+    "resource_compartment",
+    metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Index(None, "res_type", "res_id"),
+)
+
+conditional_key = Table(
+    "conditional_key",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("key_hash", String(64), primary_key=True),
+    Column("res_id", String(64), nullable=False),
+    Index(None, "res_type", "res_id"),
+)

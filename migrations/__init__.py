@@ -1,0 +1,1 @@
+"""Alembic migrations: the only way dxf-bridge's schema is created or changed."""

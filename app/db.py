@@ -23,6 +23,27 @@ from app.settings import async_database_url
 __all__ = ["Database"]
 
 
+def _raw_jsonb_codec(dbapi_conn: Any, _record: Any) -> None:
+    """Make asyncpg hand JSONB over as the bytes PostgreSQL sent, not as parsed objects.
+
+    The read path serves stored JSON without parsing it; SQLAlchemy's default codec would
+    json.loads every value. Binary jsonb is a version byte (1) followed by the JSON text.
+    """
+
+    def encode(value: str | bytes) -> bytes:
+        return b"\x01" + (value.encode() if isinstance(value, str) else value)
+
+    def decode(value: bytes) -> bytes:
+        return value[1:]
+
+    async def install(conn: Any) -> None:
+        await conn.set_type_codec(
+            "jsonb", schema="pg_catalog", encoder=encode, decoder=decode, format="binary"
+        )
+
+    dbapi_conn.run_async(install)
+
+
 class Database:
     def __init__(
         self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "NORMAL"
@@ -40,6 +61,7 @@ class Database:
             self.engine = create_async_engine(
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
             )
+            event.listen(self.engine.sync_engine, "connect", _raw_jsonb_codec)
             self.write_engine = self.engine
             self._write_lock = None
 

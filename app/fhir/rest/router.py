@@ -264,12 +264,13 @@ def build_router() -> APIRouter:
         if (spec.method, spec.path) in seen:
             continue  # one route serves both transaction and batch
         seen.add((spec.method, spec.path))
-        router.add_api_route(
-            spec.path,
-            spec.endpoint,
-            methods=[spec.method],
-            response_class=Response,
-            include_in_schema=True,
-            name=f"{spec.method.lower()}:{spec.interaction}:{spec.path}",
-        )
+        for path in (spec.path, "/") if spec.path == "" else (spec.path,):
+            router.add_api_route(
+                path,
+                spec.endpoint,
+                methods=[spec.method],
+                response_class=Response,
+                include_in_schema=path == spec.path,
+                name=f"{spec.method.lower()}:{spec.interaction}:{path}",
+            )
     return router

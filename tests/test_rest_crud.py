@@ -1,0 +1,289 @@
+"""REST interactions over ASGI: read, vread, create, update, delete, history, negotiation."""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+
+import orjson
+
+from tests.conftest import FHIR_BASE, FHIR_JSON
+from tests.factories import observation, patient
+
+
+async def _create(client, auth, body):
+    r = await client.post(f"/{body['resourceType']}", json=body, headers={**auth, **FHIR_JSON})
+    assert r.status_code == 201, r.text
+    return r
+
+
+async def test_create_assigns_id_version_and_location(client, auth):
+    body = patient("100", id="client-chosen")
+    r = await _create(client, auth, body)
+    res = r.json()
+    assert res["id"] != "client-chosen"  # create ignores a client id
+    assert res["meta"]["versionId"] == "1"
+    assert res["meta"]["lastUpdated"].endswith("Z")
+    assert r.headers["location"] == f"{FHIR_BASE}/Patient/{res['id']}/_history/1"
+    assert r.headers["etag"] == 'W/"1"'
+    assert r.headers["content-type"].startswith("application/fhir+json")
+    assert parsedate_to_datetime(r.headers["last-modified"]).year >= 2026
+
+
+async def test_read_serves_stored_resource_with_etag(client, auth):
+    pid = (await _create(client, auth, patient("101"))).json()["id"]
+    r = await client.get(f"/Patient/{pid}", headers=auth)
+    assert r.status_code == 200
+    assert r.headers["etag"] == 'W/"1"'
+    assert r.json()["name"][0]["family"] == "Testperson"
+    not_modified = await client.get(f"/Patient/{pid}", headers={**auth, "If-None-Match": 'W/"1"'})
+    assert not_modified.status_code == 304
+
+
+async def test_update_versions_and_vread_keeps_old(client, auth):
+    res = (await _create(client, auth, patient("102"))).json()
+    pid = res["id"]
+    res["gender"] = "female"
+    r = await client.put(f"/Patient/{pid}", json=res, headers={**auth, **FHIR_JSON})
+    assert r.status_code == 200
+    assert r.json()["meta"]["versionId"] == "2"
+    assert r.headers["etag"] == 'W/"2"'
+    v1 = await client.get(f"/Patient/{pid}/_history/1", headers=auth)
+    assert v1.status_code == 200 and v1.json()["gender"] == "unknown"
+    v2 = await client.get(f"/Patient/{pid}/_history/2", headers=auth)
+    assert v2.json()["gender"] == "female"
+    missing = await client.get(f"/Patient/{pid}/_history/9", headers=auth)
+    assert missing.status_code == 404
+    assert missing.json()["issue"][0]["code"] == "not-found"
+
+
+async def test_update_as_create_with_client_id(client, auth):
+    body = patient("103", id="mrn-103")
+    r = await client.put("/Patient/mrn-103", json=body, headers={**auth, **FHIR_JSON})
+    assert r.status_code == 201
+    assert r.headers["location"].endswith("/Patient/mrn-103/_history/1")
+    again = await client.put("/Patient/mrn-103", json=body, headers={**auth, **FHIR_JSON})
+    assert again.status_code == 200 and again.json()["meta"]["versionId"] == "2"
+
+
+async def test_update_id_mismatch_is_400(client, auth):
+    r = await client.put("/Patient/abc", json=patient(id="xyz"), headers={**auth, **FHIR_JSON})
+    assert r.status_code == 400
+    assert r.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_if_match(client, auth):
+    res = (await _create(client, auth, patient("104"))).json()
+    pid = res["id"]
+    ok = await client.put(
+        f"/Patient/{pid}", json=res, headers={**auth, **FHIR_JSON, "If-Match": 'W/"1"'}
+    )
+    assert ok.status_code == 200
+    stale = await client.put(
+        f"/Patient/{pid}", json=res, headers={**auth, **FHIR_JSON, "If-Match": 'W/"1"'}
+    )
+    assert stale.status_code == 412
+    assert stale.json()["issue"][0]["code"] == "conflict"
+    current = await client.get(f"/Patient/{pid}", headers=auth)
+    assert current.json()["meta"]["versionId"] == "2"
+
+
+async def test_delete_then_read_is_410_and_history_keeps_versions(client, auth):
+    pid = (await _create(client, auth, patient("105"))).json()["id"]
+    d = await client.delete(f"/Patient/{pid}", headers=auth)
+    assert d.status_code == 204
+    gone = await client.get(f"/Patient/{pid}", headers=auth)
+    assert gone.status_code == 410
+    assert gone.json()["issue"][0]["code"] == "deleted"
+    again = await client.delete(f"/Patient/{pid}", headers=auth)
+    assert again.status_code == 204
+    hist = (await client.get(f"/Patient/{pid}/_history", headers=auth)).json()
+    assert hist["type"] == "history"
+    methods = [e["request"]["method"] for e in hist["entry"]]
+    assert methods == ["DELETE", "POST"]
+    assert "resource" not in hist["entry"][0]
+    assert hist["entry"][0]["response"]["etag"] == 'W/"2"'
+    # a deleted resource can be brought back by update; the version sequence continues
+    body = patient("105", id=pid)
+    back = await client.put(f"/Patient/{pid}", json=body, headers={**auth, **FHIR_JSON})
+    assert back.status_code == 201 and back.json()["meta"]["versionId"] == "3"
+
+
+async def test_delete_unknown_is_404(client, auth):
+    r = await client.delete("/Patient/never-was", headers=auth)
+    assert r.status_code == 404
+
+
+async def test_type_and_system_history(client, auth):
+    p = (await _create(client, auth, patient("106"))).json()
+    o = (await _create(client, auth, observation(p["id"]))).json()
+    p["gender"] = "other"
+    await client.put(f"/Patient/{p['id']}", json=p, headers={**auth, **FHIR_JSON})
+    th = (await client.get("/Patient/_history", headers=auth)).json()
+    assert [e["response"]["etag"] for e in th["entry"]] == ['W/"2"', 'W/"1"']
+    sh = (await client.get("/_history", headers=auth)).json()
+    urls = [e["fullUrl"] for e in sh["entry"]]
+    assert urls == [
+        f"{FHIR_BASE}/Patient/{p['id']}",
+        f"{FHIR_BASE}/Observation/{o['id']}",
+        f"{FHIR_BASE}/Patient/{p['id']}",
+    ]
+
+
+async def test_history_paging_is_stable_while_writing(client, auth):
+    for i in range(5):
+        await _create(client, auth, patient(f"p{i}"))
+    first = (await client.get("/Patient/_history?_count=2", headers=auth)).json()
+    assert len(first["entry"]) == 2
+    nxt = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    await _create(client, auth, patient("late"))  # a write between pages
+    second = (await client.get(nxt.replace(FHIR_BASE, ""), headers=auth)).json()
+    seen = {e["fullUrl"] for e in first["entry"]} | {e["fullUrl"] for e in second["entry"]}
+    assert len(seen) == 4
+
+
+async def test_history_since(client, auth):
+    await _create(client, auth, patient("s1"))
+    r = await client.get("/Patient/_history?_since=2999-01-01T00:00:00Z", headers=auth)
+    assert r.status_code == 200 and "entry" not in r.json()
+    bad = await client.get("/Patient/_history?_since=yesterday", headers=auth)
+    assert bad.status_code == 400
+
+
+async def test_prefer_return(client, auth):
+    minimal = await client.post(
+        "/Patient", json=patient(), headers={**auth, **FHIR_JSON, "Prefer": "return=minimal"}
+    )
+    assert minimal.status_code == 201 and minimal.content == b""
+    assert minimal.headers["location"]
+    oo = await client.post(
+        "/Patient",
+        json=patient(),
+        headers={**auth, **FHIR_JSON, "Prefer": "return=OperationOutcome"},
+    )
+    assert oo.status_code == 201
+    assert oo.json()["resourceType"] == "OperationOutcome"
+    assert oo.json()["issue"][0]["severity"] == "information"
+
+
+async def test_pretty_and_format(client, auth):
+    pid = (await _create(client, auth, patient("107"))).json()["id"]
+    pretty = await client.get(f"/Patient/{pid}?_pretty=true", headers=auth)
+    assert b'\n  "' in pretty.content
+    assert orjson.loads(pretty.content)["id"] == pid
+    ok = await client.get(f"/Patient/{pid}?_format=json", headers=auth)
+    assert ok.status_code == 200
+    xml = await client.get(f"/Patient/{pid}?_format=xml", headers=auth)
+    assert xml.status_code == 406
+    accept_xml = await client.get(
+        f"/Patient/{pid}", headers={**auth, "Accept": "application/fhir+xml"}
+    )
+    assert accept_xml.status_code == 406
+
+
+async def test_errors_are_operation_outcomes(client, auth):
+    cases = [
+        (await client.get("/Patient/no-such-id", headers=auth), 404, "not-found"),
+        (await client.get("/Unicorn/1", headers=auth), 404, "not-supported"),
+        (await client.get("/Patient/bad$id", headers=auth), 400, "invalid"),
+        (await client.patch("/Patient/1", headers=auth), 405, "not-supported"),
+        (
+            await client.post(
+                "/Patient", content=b"{not json", headers={**auth, **FHIR_JSON}
+            ),
+            400,
+            "structure",
+        ),
+        (
+            await client.post(
+                "/Patient",
+                content=b"<Patient/>",
+                headers={**auth, "Content-Type": "application/fhir+xml"},
+            ),
+            415,
+            "not-supported",
+        ),
+        (
+            await client.post(
+                "/Patient",
+                json={"resourceType": "Patient", "birthDate": "not-a-date"},
+                headers={**auth, **FHIR_JSON},
+            ),
+            422,
+            "value",
+        ),
+        (
+            await client.post(
+                "/Patient", json={"resourceType": "Observation"}, headers={**auth, **FHIR_JSON}
+            ),
+            400,
+            "invalid",
+        ),
+        (
+            await client.post(
+                "/Patient",
+                json={"resourceType": "Patient", "favouriteColour": "blue"},
+                headers={**auth, **FHIR_JSON},
+            ),
+            422,
+            "structure",
+        ),
+        (await client.post("/Patient", json=[1, 2], headers={**auth, **FHIR_JSON}), 400, "structure"),
+        (await client.get("/Patient?foo=bar", headers=auth), 400, "not-supported"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, (response.request.url, response.text)
+        body = response.json()
+        assert body["resourceType"] == "OperationOutcome"
+        assert body["issue"][0]["code"] == code, body
+
+
+async def test_invalid_resource_names_the_element(client, auth):
+    r = await client.post(
+        "/Patient",
+        json={"resourceType": "Patient", "birthDate": "1980-13-45"},
+        headers={**auth, **FHIR_JSON},
+    )
+    assert r.status_code == 422
+    assert r.json()["issue"][0]["expression"] == ["Patient.birthDate"]
+
+
+async def test_body_over_limit_is_413(container, client, auth):
+    limit = container.settings.max_body_bytes
+    big = patient(text={"status": "generated", "div": "<div>" + "x" * limit + "</div>"})
+    r = await client.post("/Patient", json=big, headers={**auth, **FHIR_JSON})
+    assert r.status_code == 413
+    assert r.json()["issue"][0]["code"] == "too-costly"
+
+
+async def test_failed_write_leaves_stored_data_alone(client, auth):
+    res = (await _create(client, auth, patient("108"))).json()
+    bad = {**res, "birthDate": "nope"}
+    r = await client.put(f"/Patient/{res['id']}", json=bad, headers={**auth, **FHIR_JSON})
+    assert r.status_code == 422
+    current = (await client.get(f"/Patient/{res['id']}", headers=auth)).json()
+    assert current["meta"]["versionId"] == "1" and current["birthDate"] == "1980-02-29"
+
+
+async def test_search_by_id_and_identifier(client, auth):
+    a = (await _create(client, auth, patient("200"))).json()
+    b = (await _create(client, auth, patient("201"))).json()
+    by_id = (await client.get(f"/Patient?_id={a['id']}", headers=auth)).json()
+    assert [e["resource"]["id"] for e in by_id["entry"]] == [a["id"]]
+    system = "urn:oid:2.16.840.1.113883.3.dxf.mrn"
+    for q, expect in [
+        (f"identifier={system}|201", {b["id"]}),
+        ("identifier=201", {b["id"]}),
+        (f"identifier={system}|", {a["id"], b["id"]}),
+        ("identifier=|201", set()),
+        ("identifier=200,201", {a["id"], b["id"]}),
+        (f"identifier=200&_id={b['id']}", set()),
+    ]:
+        bundle = (await client.get(f"/Patient?{q}", headers=auth)).json()
+        assert bundle["type"] == "searchset"
+        assert {e["resource"]["id"] for e in bundle.get("entry", [])} == expect, q
+    post = await client.post(
+        "/Patient/_search",
+        content=b"identifier=201",
+        headers={**auth, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert [e["resource"]["id"] for e in post.json()["entry"]] == [b["id"]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from joserfc import jws, jwt
@@ -61,8 +62,15 @@ def issue_token(
 
 class TokenValidator:
     def __init__(
-        self, keys: SigningKeys, *, issuer: str, audience: str, leeway_seconds: int = 30
+        self,
+        keys: SigningKeys,
+        *,
+        issuer: str,
+        audience: str,
+        leeway_seconds: int = 30,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
@@ -80,7 +88,7 @@ class TokenValidator:
             raise Unauthenticated("the Authorization header must carry a Bearer token")
         if len(token) > MAX_TOKEN_BYTES:
             raise Unauthenticated("the access token is too large")
-        now = int(time.time())
+        now = int(self._clock())
         cached = self._cache.get(token)
         if cached is not None:
             if cached.expires_at + self._leeway >= now:

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from sqlalchemy import ColumnElement, and_, exists, false, or_, select
+from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 
 from app.errors import Invalid
 from app.store.tables import resource, spidx_token
@@ -55,7 +55,7 @@ class Criteria:
         return hashlib.sha256(self.normalized().encode()).hexdigest()
 
     def where(self) -> ColumnElement[bool]:
-        return and_(*(_compile(c) for c in self.criteria))
+        return and_(true(), *(_compile(c) for c in self.criteria))
 
 
 def parse_criteria(

@@ -1,0 +1,74 @@
+"""Settings, the signing key file, and the dxf-bridge command."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from app.auth.keys import load_or_create_signing_keys
+from app.auth.tokens import TokenValidator
+from app.cli import main
+from app.settings import Settings, async_database_url
+
+
+def test_database_url_mapping():
+    assert async_database_url("sqlite:///./data/x.db") == "sqlite+aiosqlite:///./data/x.db"
+    assert async_database_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
+    assert async_database_url("postgres://u@h/db") == "postgresql+asyncpg://u@h/db"
+    assert async_database_url("postgresql+asyncpg://u@h/db") == "postgresql+asyncpg://u@h/db"
+    with pytest.raises(ValueError, match="unsupported"):
+        async_database_url("mysql://u@h/db")
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("DXF_BASE_URL", "https://fhir.example.org/")
+    monkeypatch.setenv("DXF_PORT", "9090")
+    monkeypatch.setenv("DXF_MAX_BODY_BYTES", "2048")
+    s = Settings()
+    assert s.fhir_base_url == "https://fhir.example.org/fhir"
+    assert s.port == 9090 and s.max_body_bytes == 2048
+    assert s.database_url.startswith("sqlite:///") and "data" in s.database_url
+    monkeypatch.setenv("DXF_BASE_URL", "fhir.example.org")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_signing_key_created_private(tmp_path):
+    path = tmp_path / "sub" / "key.json"
+    keys, created = load_or_create_signing_keys(path)
+    assert created
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    again, created_again = load_or_create_signing_keys(path)
+    assert not created_again and again.kid == keys.kid
+    os.chmod(path, 0o644)
+    with pytest.raises(PermissionError):
+        load_or_create_signing_keys(path)
+
+
+def test_token_command_prints_a_valid_token(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DXF_SIGNING_KEY_FILE", str(tmp_path / "k.json"))
+    monkeypatch.setenv("DXF_BASE_URL", "http://127.0.0.1:8080")
+    assert main(["token", "--scope", "patient/*.rs", "--patient", "p9", "--ttl", "60"]) == 0
+    token = capsys.readouterr().out.strip()
+    keys, _ = load_or_create_signing_keys(tmp_path / "k.json")
+    validator = TokenValidator(
+        keys, issuer="http://127.0.0.1:8080", audience="http://127.0.0.1:8080/fhir"
+    )
+    principal = validator.authenticate(f"Bearer {token}")
+    assert principal.policy.patient == "p9"
+    assert principal.expires_at - principal.claims["iat"] == 60
+
+
+def test_migrate_command_creates_schema(tmp_path):
+    env = {**os.environ, "DXF_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"], env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cli.db").exists()

@@ -303,6 +303,9 @@ def _parse_entry(index: int, raw: Any, fhir_base: str) -> _Entry:
     else:
         body = None
     full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
+    for key in ("ifMatch", "ifNoneExist"):
+        if key in request and not isinstance(request[key], str):
+            raise Invalid(f"entry.request.{key} must be a string", code="structure")
     return _Entry(
         index=index,
         method=method,

@@ -215,7 +215,7 @@ async def history(
     count = _count(control.get("_count"), default_count, max_count)
     since = _instant(control["_since"]) if "_since" in control else None
     cursor_text = control.get("_cursor")
-    if cursor_text is not None and not cursor_text.isdigit():
+    if cursor_text is not None and not (cursor_text.isdigit() and len(cursor_text) <= 18):
         raise Invalid("_cursor is not a valid paging cursor")
     page: HistoryPage = await repo.history(
         resource_type,

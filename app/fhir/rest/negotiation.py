@@ -42,6 +42,8 @@ def parse_json_body(content_type: str | None, body: bytes) -> dict[str, Any]:
         )
     if not body:
         raise Invalid("the request body is empty")
+    if b"\\u0000" in body:
+        raise Invalid("FHIR strings may not contain the NUL character (\\u0000)", code="value")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -99,25 +99,38 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         return render_error(Invalid(f"malformed request: {first.get('msg', 'invalid')}"))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        request_id = request.scope.get("state", {}).get("request_id", "-")
-        if _is_db_outage(exc):
-            log.error("database unavailable", extra={"request_id": request_id,
-                                                     "error": type(exc).__name__})
-            return render_error(Unavailable("the database is unavailable; retry later"))
-        log.error("unhandled error", extra={"request_id": request_id,
-                                           "error": type(exc).__name__})
-        body = operation_outcome(
-            [Issue(code="exception", diagnostics=f"internal error (request {request_id})")]
-        )
-        return fhir_response(500, body)
-
 
 def _is_db_outage(exc: Exception) -> bool:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     return isinstance(exc, (OperationalError, InterfaceError, ConnectionError, OSError))
+
+
+async def _send_unexpected(
+    exc: Exception, request_id: str, *, started_response: bool, send: Send
+) -> int:
+    """Answer an unhandled exception with an OperationOutcome. Only the exception's type is
+    logged: messages can quote stored data."""
+    outage = _is_db_outage(exc)
+    log.error(
+        "database unavailable" if outage else "unhandled error",
+        extra={"request_id": request_id, "error": type(exc).__name__},
+    )
+    if started_response:
+        return 500
+    if outage:
+        response = render_error(Unavailable("the database is unavailable; retry later"))
+    else:
+        body = operation_outcome(
+            [Issue(code="exception", diagnostics=f"internal error (request {request_id})")]
+        )
+        response = fhir_response(500, body)
+    await response({"type": "http"}, _no_receive, send)
+    return response.status_code
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
 
 
 class RequestLogMiddleware:
@@ -133,12 +146,14 @@ class RequestLogMiddleware:
         request_id = uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
-        status = 500
+        status = 500  # until a response starts
+        response_started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 headers: list[Any] = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
@@ -146,6 +161,9 @@ class RequestLogMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence; logs no message text
+            status = await _send_unexpected(exc, request_id, started_response=response_started,
+                                            send=send_wrapper)
         finally:
             if log.isEnabledFor(logging.INFO):
                 route = scope.get("route")

@@ -56,3 +56,35 @@ async def test_unicode_round_trips(client, auth):
     assert r.status_code == 201
     got = (await client.get(f"/Patient/{r.json()['id']}", headers=auth)).json()
     assert got["name"][0]["given"] == ["Zoë", "山田"]
+
+
+async def test_unexpected_error_is_500_outcome_without_phi_in_logs(client, auth, monkeypatch, caplog):
+    from app.store import repository
+
+    async def broken(*_args, **_kwargs):
+        raise RuntimeError("Jane Doe, MRN 12345")  # what an exception message might quote
+
+    monkeypatch.setattr(repository.FhirRepository, "read", broken)
+    with caplog.at_level("INFO", logger="dxf"):
+        r = await client.get("/Patient/abc", headers=auth)
+    assert r.status_code == 500
+    body = r.json()
+    assert body["issue"][0]["code"] == "exception"
+    assert r.headers["x-request-id"] in body["issue"][0]["diagnostics"]
+    assert "Jane Doe" not in r.text
+    assert "Jane Doe" not in caplog.text and "12345" not in caplog.text
+    assert "RuntimeError" in caplog.text
+
+
+async def test_database_outage_is_503(client, auth, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from app.store import repository
+
+    async def down(*_args, **_kwargs):
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("refused"))
+
+    monkeypatch.setattr(repository.FhirRepository, "read", down)
+    r = await client.get("/Patient/abc", headers=auth)
+    assert r.status_code == 503
+    assert r.json()["issue"][0]["code"] == "transient"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -293,4 +293,4 @@ def _instant(value: str) -> datetime:
         raise Invalid(f"_since {value[:40]!r} is not a FHIR instant") from None
     if moment.tzinfo is None:
         raise Invalid("_since must carry a time zone (for example 2026-01-01T00:00:00Z)")
-    return moment
+    return moment.astimezone(UTC)

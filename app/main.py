@@ -20,11 +20,11 @@ from app.container import Container, build_container
 from app.errors import (
     FhirError,
     Invalid,
+    Issue,
     MethodNotAllowed,
     NotFound,
     Unavailable,
     operation_outcome,
-    Issue,
 )
 from app.fhir.rest.negotiation import fhir_response
 from app.fhir.rest.router import build_router
@@ -162,8 +162,9 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:  # noqa: BLE001 - the last line of defence; logs no message text
-            status = await _send_unexpected(exc, request_id, started_response=response_started,
-                                            send=send_wrapper)
+            status = await _send_unexpected(
+                exc, request_id, started_response=response_started, send=send_wrapper
+            )
         finally:
             if log.isEnabledFor(logging.INFO):
                 route = scope.get("route")

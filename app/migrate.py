@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import migrations
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
+import migrations
 from app.db import Database
 
 __all__ = ["alembic_config", "upgrade", "upgrade_connection", "upgrade_url"]

@@ -30,6 +30,7 @@ Run it with `make bench` or `.venv/bin/python bench/rest_bench.py --help`.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -264,6 +265,7 @@ class Results:
     create: dict[str, Any] = field(default_factory=dict)
     healthz: dict[str, Any] = field(default_factory=dict)
     read: dict[str, Any] = field(default_factory=dict)
+    read_stdlib: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
 
 
@@ -321,6 +323,36 @@ def timed_gets(
     return stats
 
 
+def timed_gets_stdlib(
+    base_url: str, paths: list[str], headers: dict[str, str], pid: int | None
+) -> dict[str, Any]:
+    """The same measurement with the stdlib http.client: a much cheaper client than httpx,
+    so the difference between the two is client-side overhead, not server latency."""
+    parts = urlsplit(base_url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=30)
+    latencies: list[float] = []
+    try:
+        cpu0 = cpu_seconds(pid)
+        started = time.perf_counter()
+        for path in paths:
+            t0 = time.perf_counter()
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+            t1 = time.perf_counter()
+            if resp.status != 200:
+                raise SystemExit(f"GET {path} returned {resp.status}: {body[:500]!r}")
+            latencies.append((t1 - t0) * 1000.0)
+        elapsed = time.perf_counter() - started
+        cpu1 = cpu_seconds(pid)
+    finally:
+        conn.close()
+    stats: dict[str, Any] = {"per_s": len(paths) / elapsed, **summarize(latencies)}
+    if cpu0 is not None and cpu1 is not None:
+        stats["server_cpu_ms_per_request"] = (cpu1 - cpu0) * 1000.0 / len(paths)
+    return stats
+
+
 def run(args: argparse.Namespace) -> Results:
     res = Results()
     rng = random.Random(args.seed)
@@ -368,6 +400,7 @@ def run(args: argparse.Namespace) -> Results:
                 "python": platform.python_version(),
                 "machine": _machine(),
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "loadavg_start": os.getloadavg(),
             }
 
             print(f"creating {args.patients} Patients ...", file=sys.stderr, flush=True)
@@ -384,6 +417,10 @@ def run(args: argparse.Namespace) -> Results:
             timed_gets(client, warm, get_headers, pid)
             paths = [f"/fhir/Patient/{rng.choice(ids)}" for _ in range(args.reads)]
             res.read = timed_gets(client, paths, get_headers, pid)
+            if args.stdlib_reads:
+                paths = [f"/fhir/Patient/{rng.choice(ids)}" for _ in range(args.stdlib_reads)]
+                timed_gets_stdlib(base_url, paths[: args.warmup], get_headers, pid)
+                res.read_stdlib = timed_gets_stdlib(base_url, paths, get_headers, pid)
             rss_after_reads = rss_mib(pid)
 
         print(f"idling {args.idle_seconds:g} s ...", file=sys.stderr, flush=True)
@@ -395,6 +432,7 @@ def run(args: argparse.Namespace) -> Results:
             "rss_mib_idle": rss_mib(pid),
             "idle_seconds": args.idle_seconds,
         }
+        res.meta["loadavg_end"] = os.getloadavg()
         if server is not None and not server.alive():
             raise SystemExit(f"the server died during the run:\n{server.log_tail()}")
     finally:
@@ -461,6 +499,12 @@ def report(res: Results) -> str:
          _verdict(r["p99_ms"], TARGETS["read_p99_ms"], False)),
         ("read mean (ms)", _fmt(r["mean_ms"], ".3f"), "", ""),
         ("read throughput (req/s)", _fmt(r["per_s"], ",.0f"), "", ""),
+        *(
+            [("read p50 / p99 via stdlib http.client (ms)",
+              f"{_fmt(res.read_stdlib['p50_ms'], '.3f')} / {_fmt(res.read_stdlib['p99_ms'], '.3f')}",
+              "(less client cost)", "")]
+            if res.read_stdlib else []
+        ),
         ("GET /healthz p50 / p99 (ms)",
          f"{_fmt(h['p50_ms'], '.3f')} / {_fmt(h['p99_ms'], '.3f')}", "(floor)", ""),
         ("server CPU per create / read / healthz (ms)",
@@ -477,6 +521,10 @@ def report(res: Results) -> str:
         f"reads={meta['reads']:,} (warm-up {meta['warmup']:,}), one keep-alive client, "
         f"python {meta['python']}, {meta['machine'].get('nproc')} CPU"
     )
+    load = meta.get("loadavg_start", (0.0,))[0], meta.get("loadavg_end", (0.0,))[0]
+    head += f"\n1-min load average at start / end: {load[0]:.2f} / {load[1]:.2f}"
+    if max(load) > 0.5 * (meta["machine"].get("nproc") or 1):
+        head += "  (other work was running: expect noisy numbers)"
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     widths = [max(w, len(t)) for w, t in zip(widths, ("metric", "value", "target", "verdict"))]
     line = "  ".join("-" * w for w in widths)
@@ -493,6 +541,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patients", type=int, default=10_000, help="Patients to create (10000)")
     p.add_argument("--reads", type=int, default=5_000, help="timed random reads (5000)")
     p.add_argument("--warmup", type=int, default=1_000, help="untimed reads first (1000)")
+    p.add_argument("--stdlib-reads", type=int, default=2_000,
+                   help="timed reads with http.client too, to show client overhead (2000; 0=off)")
     p.add_argument("--healthz", type=int, default=2_000, help="timed GET /healthz (2000)")
     p.add_argument("--database-url", help="database for the spawned server (default: temp SQLite)")
     p.add_argument("--url", help="benchmark an already-running server at this loopback URL")
@@ -508,7 +558,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("patients", "reads"):
         if not 1 <= getattr(args, name) <= 10_000_000:
             p.error(f"--{name} must be between 1 and 10,000,000")
-    for name in ("warmup", "healthz"):
+    for name in ("warmup", "healthz", "stdlib_reads"):
         if not 0 <= getattr(args, name) <= 10_000_000:
             p.error(f"--{name} must be between 0 and 10,000,000")
     if args.healthz == 0:

@@ -36,8 +36,9 @@ async def _run_async(url: str) -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=config.attributes.get("database_url"), target_metadata=metadata,
-                      literal_binds=True)
+    context.configure(
+        url=config.attributes.get("database_url"), target_metadata=metadata, literal_binds=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 elif (connection := config.attributes.get("connection")) is not None:

@@ -106,7 +106,12 @@ def make_token(key_file: Path) -> TokenFactory:
 
     def _make(scope: str = "system/*.cruds", patient: str | None = None, **kw: object) -> str:
         return issue_token(
-            keys, issuer=BASE_URL, audience=FHIR_BASE, scope=scope, patient=patient, **kw  # type: ignore[arg-type]
+            keys,
+            issuer=BASE_URL,
+            audience=FHIR_BASE,
+            scope=scope,
+            patient=patient,
+            **kw,  # type: ignore[arg-type]
         )
 
     return _make

@@ -24,8 +24,12 @@ def observation(patient_id: str, code: str = "8867-4", value: float = 72.0) -> d
         "status": "final",
         "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
         "subject": {"reference": f"Patient/{patient_id}"},
-        "valueQuantity": {"value": value, "unit": "/min", "system": "http://unitsofmeasure.org",
-                          "code": "/min"},
+        "valueQuantity": {
+            "value": value,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
     }
 
 

@@ -14,15 +14,21 @@ async def world(client, auth):
     """Two patients, each with an Observation and an Encounter, plus a Practitioner."""
     ids = {}
     for who in ("me", "other"):
-        pid = (await client.post("/Patient", json=patient(f"mrn-{who}"),
-                                 headers={**auth, **FHIR_JSON})).json()["id"]
-        obs = (await client.post("/Observation", json=observation(pid),
-                                 headers={**auth, **FHIR_JSON})).json()
-        enc = (await client.post("/Encounter", json=encounter(pid),
-                                 headers={**auth, **FHIR_JSON})).json()
+        pid = (
+            await client.post("/Patient", json=patient(f"mrn-{who}"), headers={**auth, **FHIR_JSON})
+        ).json()["id"]
+        obs = (
+            await client.post("/Observation", json=observation(pid), headers={**auth, **FHIR_JSON})
+        ).json()
+        enc = (
+            await client.post("/Encounter", json=encounter(pid), headers={**auth, **FHIR_JSON})
+        ).json()
         ids[who] = {"patient": pid, "obs": obs["id"], "enc": enc["id"], "obs_body": obs}
-    prac = (await client.post("/Practitioner", json={"resourceType": "Practitioner"},
-                              headers={**auth, **FHIR_JSON})).json()
+    prac = (
+        await client.post(
+            "/Practitioner", json={"resourceType": "Practitioner"}, headers={**auth, **FHIR_JSON}
+        )
+    ).json()
     ids["practitioner"] = prac["id"]
     return ids
 
@@ -49,7 +55,9 @@ async def test_no_token_is_401_everywhere_but_metadata(client, world):
 
 async def test_out_of_scope_is_403(client, make_token, world):
     token = bearer(make_token("system/Observation.rs"))
-    assert (await client.get(f"/Observation/{world['me']['obs']}", headers=token)).status_code == 200
+    assert (
+        await client.get(f"/Observation/{world['me']['obs']}", headers=token)
+    ).status_code == 200
     for method, path, body in [
         ("GET", f"/Patient/{world['me']['patient']}", None),
         ("GET", "/Encounter", None),
@@ -64,12 +72,21 @@ async def test_out_of_scope_is_403(client, make_token, world):
 async def test_read_only_scope_never_writes(client, make_token, world):
     token = bearer(make_token("system/*.read"))
     obs = world["me"]["obs_body"]
-    r = await client.put(f"/Observation/{obs['id']}", json={**obs, "status": "amended"},
-                         headers={**token, **FHIR_JSON})
+    r = await client.put(
+        f"/Observation/{obs['id']}",
+        json={**obs, "status": "amended"},
+        headers={**token, **FHIR_JSON},
+    )
     assert r.status_code == 403
-    r = await client.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": patient("rw"), "request": {"method": "POST", "url": "Patient"}}]},
-        headers={**token, **FHIR_JSON})
+    r = await client.post(
+        "",
+        json={
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"resource": patient("rw"), "request": {"method": "POST", "url": "Patient"}}],
+        },
+        headers={**token, **FHIR_JSON},
+    )
     assert r.status_code == 403
 
 
@@ -113,7 +130,8 @@ async def test_patient_token_cannot_tell_other_patient_from_nothing(client, make
             bundle = (await client.get(f"/{rtype}?{query}", headers=token)).json()
             assert "entry" not in bundle, (rtype, query)
     post = await client.post(
-        "/Patient/_search", content=f"_id={other['patient']}".encode(),
+        "/Patient/_search",
+        content=f"_id={other['patient']}".encode(),
         headers={**token, "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert "entry" not in post.json()
@@ -128,7 +146,7 @@ async def test_tampered_paging_cursor_reveals_nothing(client, make_token, world)
     for cursor in ("0", "999999999", "1"):
         r = await client.get(f"/_history?_cursor={cursor}", headers=token)
         assert other["obs"] not in r.text and other["patient"] not in r.text
-    r = await client.get(f"/Observation?_cursor=&_count=1", headers=token)
+    r = await client.get("/Observation?_cursor=&_count=1", headers=token)
     assert other["obs"] not in r.text
 
 
@@ -141,22 +159,34 @@ async def test_patient_token_writes_only_own_compartment(client, make_token, aut
     assert theirs.status_code == 403
     other_obs = other["obs_body"]
     hijack = {**other_obs, "subject": {"reference": f"Patient/{me['patient']}"}}
-    assert (await client.put(f"/Observation/{other_obs['id']}", json=hijack,
-                             headers=token)).status_code == 403
+    assert (
+        await client.put(f"/Observation/{other_obs['id']}", json=hijack, headers=token)
+    ).status_code == 403
     push = {**world["me"]["obs_body"], "subject": {"reference": f"Patient/{other['patient']}"}}
-    assert (await client.put(f"/Observation/{me['obs']}", json=push,
-                             headers=token)).status_code == 403
+    assert (
+        await client.put(f"/Observation/{me['obs']}", json=push, headers=token)
+    ).status_code == 403
     assert (await client.delete(f"/Observation/{other['obs']}", headers=token)).status_code == 403
     assert (await client.delete("/Observation/not-there", headers=token)).status_code == 403
-    tx = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": observation(me["patient"]), "request": {"method": "POST", "url": "Observation"}},
-        {"resource": observation(other["patient"]), "request": {"method": "POST", "url": "Observation"}},
-    ]}
+    tx = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": observation(me["patient"]),
+                "request": {"method": "POST", "url": "Observation"},
+            },
+            {
+                "resource": observation(other["patient"]),
+                "request": {"method": "POST", "url": "Observation"},
+            },
+        ],
+    }
     assert (await client.post("", json=tx, headers=token)).status_code == 403
     # nothing of the other patient's changed
     got = (await client.get(f"/Observation/{other['obs']}", headers=auth)).json()
     assert got["meta"]["versionId"] == "1"
-    search = (await client.get(f"/Observation?_count=100", headers=auth)).json()
+    search = (await client.get("/Observation?_count=100", headers=auth)).json()
     assert len(search["entry"]) == 3  # two seeded + the one allowed create
 
 
@@ -164,7 +194,8 @@ async def test_patient_token_conditional_create_does_not_leak(client, make_token
     me = world["me"]
     token = {**bearer(make_token("patient/*.cruds", patient=me["patient"])), **FHIR_JSON}
     r = await client.post(
-        "/Patient", json=patient("mrn-other"),
+        "/Patient",
+        json=patient("mrn-other"),
         headers={**token, "If-None-Exist": "identifier=mrn-other"},
     )
     assert r.status_code == 403

@@ -111,7 +111,9 @@ async def test_transaction_unresolvable_conditional_reference_is_412(client, aut
 
 
 async def test_transaction_delete_and_conditional_put(client, auth):
-    doomed = (await client.post("/Patient", json=patient("405"), headers={**auth, **FHIR_JSON})).json()
+    doomed = (
+        await client.post("/Patient", json=patient("405"), headers={**auth, **FHIR_JSON})
+    ).json()
     bundle = _tx(
         [
             {"request": {"method": "DELETE", "url": f"Patient/{doomed['id']}"}},
@@ -135,7 +137,9 @@ async def test_transaction_delete_and_conditional_put(client, auth):
 
 
 async def test_batch_entries_succeed_or_fail_alone(client, auth, db):
-    existing = (await client.post("/Patient", json=patient("407"), headers={**auth, **FHIR_JSON})).json()
+    existing = (
+        await client.post("/Patient", json=patient("407"), headers={**auth, **FHIR_JSON})
+    ).json()
     bundle = _tx(
         [
             _post(patient("408")),
@@ -152,7 +156,11 @@ async def test_batch_entries_succeed_or_fail_alone(client, auth, db):
     assert out["type"] == "batch-response"
     statuses = [e["response"]["status"] for e in out["entry"]]
     assert statuses == [
-        "201 Created", "422 Unprocessable Entity", "200 OK", "404 Not Found", "200 OK"
+        "201 Created",
+        "422 Unprocessable Entity",
+        "200 OK",
+        "404 Not Found",
+        "200 OK",
     ]
     assert out["entry"][1]["response"]["outcome"]["resourceType"] == "OperationOutcome"
     assert out["entry"][2]["resource"]["id"] == existing["id"]
@@ -172,7 +180,9 @@ async def test_bundle_entry_limit(client, auth, container, db):
 async def test_full_limit_transaction_commits(client, auth, container, db):
     limit = container.settings.max_bundle_entries
     bundle = _tx([_post(patient(str(i))) for i in range(limit)])
-    r = await client.post("", json=bundle, headers={**auth, **FHIR_JSON, "Prefer": "return=minimal"})
+    r = await client.post(
+        "", json=bundle, headers={**auth, **FHIR_JSON, "Prefer": "return=minimal"}
+    )
     assert r.status_code == 200
     assert all("resource" not in e for e in r.json()["entry"])
     assert await _count(db) == limit

@@ -88,12 +88,16 @@ async def test_concurrent_plain_updates_have_gapless_versions(client, auth, db):
     assert versions == list(range(2, 32))
     async with db.read() as conn:
         stored = (
-            await conn.execute(
-                select(resource_history.c.version)
-                .where(resource_history.c.res_id == pid)
-                .order_by(resource_history.c.version)
+            (
+                await conn.execute(
+                    select(resource_history.c.version)
+                    .where(resource_history.c.res_id == pid)
+                    .order_by(resource_history.c.version)
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     assert stored == list(range(1, 32))
 
 
@@ -125,7 +129,8 @@ async def test_conditional_update_with_several_matches_is_412(client, auth):
 async def test_conditional_update_id_conflict(client, auth):
     await client.put("/Patient/taken", json=patient("x", id="taken"), headers={**auth, **FHIR_JSON})
     r = await client.put(
-        "/Patient?identifier=nomatch", json=patient("nomatch", id="taken"),
+        "/Patient?identifier=nomatch",
+        json=patient("nomatch", id="taken"),
         headers={**auth, **FHIR_JSON},
     )
     assert r.status_code == 409

@@ -38,7 +38,9 @@ async def test_every_claimed_interaction_is_served(client, auth):
     """Exercise each claimed interaction on every claimed type: none may answer 404 for the
     route or the type, nor 405."""
     cs = (await client.get("/metadata")).json()
-    pid = (await client.post("/Patient", json=patient("m1"), headers={**auth, **FHIR_JSON})).json()["id"]
+    pid = (await client.post("/Patient", json=patient("m1"), headers={**auth, **FHIR_JSON})).json()[
+        "id"
+    ]
     for res in cs["rest"][0]["resource"]:
         rtype = res["type"]
         codes = {i["code"] for i in res["interaction"]}

@@ -13,7 +13,9 @@ from tests.factories import patient
 
 @pytest.fixture
 def repo(db):
-    return FhirRepository(db, policy=policy_from_scopes(["system/*.cruds"], None), base_url=FHIR_BASE)
+    return FhirRepository(
+        db, policy=policy_from_scopes(["system/*.cruds"], None), base_url=FHIR_BASE
+    )
 
 
 async def test_read_returns_stored_json_without_validation(repo, monkeypatch):
@@ -32,8 +34,14 @@ async def test_read_returns_stored_json_without_validation(repo, monkeypatch):
 
 
 async def test_meta_is_server_assigned(repo):
-    body = patient("r2", meta={"versionId": "99", "lastUpdated": "2001-01-01T00:00:00Z",
-                               "tag": [{"system": "urn:t", "code": "keep"}]})
+    body = patient(
+        "r2",
+        meta={
+            "versionId": "99",
+            "lastUpdated": "2001-01-01T00:00:00Z",
+            "tag": [{"system": "urn:t", "code": "keep"}],
+        },
+    )
     stored = orjson.loads((await repo.create("Patient", body)).resource.content)
     assert stored["meta"]["versionId"] == "1"
     assert stored["meta"]["lastUpdated"] != "2001-01-01T00:00:00Z"

@@ -187,9 +187,7 @@ async def test_errors_are_operation_outcomes(client, auth):
         (await client.get("/Patient/bad$id", headers=auth), 400, "invalid"),
         (await client.patch("/Patient/1", headers=auth), 405, "not-supported"),
         (
-            await client.post(
-                "/Patient", content=b"{not json", headers={**auth, **FHIR_JSON}
-            ),
+            await client.post("/Patient", content=b"{not json", headers={**auth, **FHIR_JSON}),
             400,
             "structure",
         ),
@@ -227,7 +225,11 @@ async def test_errors_are_operation_outcomes(client, auth):
             422,
             "structure",
         ),
-        (await client.post("/Patient", json=[1, 2], headers={**auth, **FHIR_JSON}), 400, "structure"),
+        (
+            await client.post("/Patient", json=[1, 2], headers={**auth, **FHIR_JSON}),
+            400,
+            "structure",
+        ),
         (await client.get("/Patient?foo=bar", headers=auth), 400, "not-supported"),
     ]
     for response, status, code in cases:

@@ -19,7 +19,7 @@ BAD_REQUESTS = [
     ("POST", "/Patient", b'{"resourceType":5}'),
     ("POST", "/Patient", b"[" * 5000 + b"]" * 5000),
     ("POST", "/Patient", b'{"resourceType":"Patient","identifier":{"value":1}}'),
-    ("POST", "/Patient", "{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"\xff\"}]}".encode("latin-1")),
+    ("POST", "/Patient", '{"resourceType":"Patient","name":[{"family":"\xff"}]}'.encode("latin-1")),
     ("PUT", "/Patient/" + "a" * 65, b'{"resourceType":"Patient"}'),
     ("PUT", "/Patient/x", b'{"resourceType":"Patient","id":["x"]}'),
     ("PUT", "/Patient?identifier=", b'{"resourceType":"Patient"}'),
@@ -34,11 +34,31 @@ BAD_REQUESTS = [
     ("DELETE", "/Patient/%00", None),
     ("POST", "", b'{"resourceType":"Bundle","type":"transaction","entry":[null]}'),
     ("POST", "", b'{"resourceType":"Bundle","type":"transaction","entry":{"a":1}}'),
-    ("POST", "", b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"PUT","url":"Patient/1","ifMatch":7},"resource":{"resourceType":"Patient","id":"1"}}]}'),
-    ("POST", "", b'{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"POST","url":"Patient","ifNoneExist":{"x":1}},"resource":{"resourceType":"Patient"}}]}'),
-    ("POST", "", b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"PATCH","url":"Patient/1"}}]}'),
-    ("POST", "", b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"GET","url":"Nope/1"}}]}'),
-    ("POST", "", b'{"resourceType":"Bundle","type":"transaction","entry":[{"fullUrl":"urn:uuid:a","request":{"method":"POST","url":"Patient"},"resource":{"resourceType":"Patient","link":[{"other":{"reference":"urn:uuid:zzz"},"type":"seealso"}]}}]}'),
+    (
+        "POST",
+        "",
+        b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"PUT","url":"Patient/1","ifMatch":7},"resource":{"resourceType":"Patient","id":"1"}}]}',
+    ),
+    (
+        "POST",
+        "",
+        b'{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"POST","url":"Patient","ifNoneExist":{"x":1}},"resource":{"resourceType":"Patient"}}]}',
+    ),
+    (
+        "POST",
+        "",
+        b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"PATCH","url":"Patient/1"}}]}',
+    ),
+    (
+        "POST",
+        "",
+        b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"GET","url":"Nope/1"}}]}',
+    ),
+    (
+        "POST",
+        "",
+        b'{"resourceType":"Bundle","type":"transaction","entry":[{"fullUrl":"urn:uuid:a","request":{"method":"POST","url":"Patient"},"resource":{"resourceType":"Patient","link":[{"other":{"reference":"urn:uuid:zzz"},"type":"seealso"}]}}]}',
+    ),
 ]
 
 
@@ -58,7 +78,9 @@ async def test_unicode_round_trips(client, auth):
     assert got["name"][0]["given"] == ["Zoë", "山田"]
 
 
-async def test_unexpected_error_is_500_outcome_without_phi_in_logs(client, auth, monkeypatch, caplog):
+async def test_unexpected_error_is_500_outcome_without_phi_in_logs(
+    client, auth, monkeypatch, caplog
+):
     from app.store import repository
 
     async def broken(*_args, **_kwargs):

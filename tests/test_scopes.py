@@ -25,14 +25,19 @@ def test_parse_clinical_scopes(scope, context, rtype, perms):
     grant = parse_scope(scope)
     assert grant is not None
     assert (grant.context, grant.resource_type, grant.permissions) == (
-        context, rtype, frozenset(perms)
+        context,
+        rtype,
+        frozenset(perms),
     )
 
 
 @pytest.mark.parametrize(
     "scope",
     [
-        "openid", "fhirUser", "launch/patient", "offline_access",
+        "openid",
+        "fhirUser",
+        "launch/patient",
+        "offline_access",
         "patient/Observation.sr",  # v2 letters out of order
         "patient/Observation.rr",
         "patient/Observation.x",

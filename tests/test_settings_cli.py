@@ -67,8 +67,12 @@ def test_token_command_prints_a_valid_token(tmp_path, monkeypatch, capsys):
 def test_migrate_command_creates_schema(tmp_path):
     env = {**os.environ, "DXF_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "migrate"], env=env, capture_output=True, text=True,
-        timeout=120, check=False,
+        [sys.executable, "-m", "app.cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cli.db").exists()

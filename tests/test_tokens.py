@@ -46,8 +46,14 @@ def _hs256(header: dict, claims: dict, secret: bytes) -> str:
 
 def _claims(**over):
     now = int(time.time())
-    claims = {"iss": BASE_URL, "aud": FHIR_BASE, "sub": "x", "exp": now + 300, "iat": now,
-              "scope": "system/*.rs"}
+    claims = {
+        "iss": BASE_URL,
+        "aud": FHIR_BASE,
+        "sub": "x",
+        "exp": now + 300,
+        "iat": now,
+        "scope": "system/*.rs",
+    }
     claims.update(over)
     return claims
 
@@ -80,10 +86,12 @@ def _hostile(keys):
         "not yet valid": jwt.encode(
             {"alg": "RS256", "kid": keys.kid}, _claims(nbf=now + 3600), keys.current
         ),
-        "wrong issuer": issue_token(keys, issuer="https://evil.example", audience=FHIR_BASE,
-                                    scope="system/*.rs"),
-        "wrong audience": issue_token(keys, issuer=BASE_URL, audience="https://other/fhir",
-                                      scope="system/*.rs"),
+        "wrong issuer": issue_token(
+            keys, issuer="https://evil.example", audience=FHIR_BASE, scope="system/*.rs"
+        ),
+        "wrong audience": issue_token(
+            keys, issuer=BASE_URL, audience="https://other/fhir", scope="system/*.rs"
+        ),
         "no exp": jwt.encode(
             {"alg": "RS256", "kid": keys.kid},
             {k: v for k, v in _claims().items() if k != "exp"},
@@ -109,8 +117,13 @@ def test_missing_or_non_bearer(validator, keys):
 
 
 async def test_hostile_tokens_get_401_and_no_data_over_http(client, auth, keys):
-    pid = (await client.post("/Patient", json=patient("t1"),
-                             headers={**auth, "Content-Type": "application/fhir+json"})).json()["id"]
+    pid = (
+        await client.post(
+            "/Patient",
+            json=patient("t1"),
+            headers={**auth, "Content-Type": "application/fhir+json"},
+        )
+    ).json()["id"]
     paths = [f"/Patient/{pid}", "/Patient", "/Observation", "/Encounter", "/_history"]
     for name, token in {**_hostile(keys), "none": None}.items():
         headers = bearer(token) if token else {}

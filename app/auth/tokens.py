@@ -81,7 +81,9 @@ class TokenValidator:
     def authenticate(self, authorization: str | None) -> Principal:
         """`Authorization` header value -> Principal, or Unauthenticated (401)."""
         if not authorization:
-            raise Unauthenticated("an access token is required (Authorization: Bearer ...)", error="")
+            raise Unauthenticated(
+                "an access token is required (Authorization: Bearer ...)", error=""
+            )
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:

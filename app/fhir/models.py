@@ -9,7 +9,7 @@ Spec: https://hl7.org/fhir/R4/resourcelist.html
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -43,12 +43,12 @@ ResearchStudy ResearchSubject RiskAssessment Schedule SearchParameter ServiceReq
 Specimen SpecimenDefinition StructureDefinition StructureMap Subscription Substance
 SupplyDelivery SupplyRequest Task TerminologyCapabilities TestReport TestScript ValueSet
 VerificationResult VisionPrescription
-""".split()
+""".split()  # noqa: SIM905 - one word per type reads better as text
 
 RESOURCE_TYPES: frozenset[str] = frozenset(_R4_TYPES)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _model(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
 

@@ -262,7 +262,9 @@ class FhirRepository:
             patient = self.policy.restriction(stored.resource_type, permission)
         except Forbidden:
             return False
-        return patient is None or stored.content is None or patient in self._patients(stored.content)
+        return (
+            patient is None or stored.content is None or patient in self._patients(stored.content)
+        )
 
     def _patients(self, content: bytes) -> set[str]:
         return patient_ids_of(orjson.loads(content), self.base_url)
@@ -373,7 +375,7 @@ class WriteSession:
         patient = policy.restriction(resource_type, "u")
         if body.get("id") != resource_id:
             raise Invalid(
-                f"the resource id ({body.get('id')!r}) must match the id in the URL ({resource_id!r})"
+                f"the resource id ({body.get('id')!r}) must match the URL's ({resource_id!r})"
             )
         self._check_body(resource_type, body)
         if patient and patient not in patient_ids_of(body, self.repo.base_url):
@@ -498,7 +500,7 @@ class WriteSession:
     def _check_body(self, resource_type: str, body: dict[str, Any]) -> None:
         if body.get("resourceType") != resource_type:
             raise Invalid(
-                f"resourceType {body.get('resourceType')!r} does not match the URL ({resource_type})"
+                f"resourceType {body.get('resourceType')!r} differs from the URL's {resource_type}"
             )
         validate_resource(body)
 
@@ -538,7 +540,9 @@ class WriteSession:
         stamped["meta"] = meta
         return orjson.dumps(stamped)
 
-    async def _insert(self, resource_type: str, resource_id: str, body: dict[str, Any]) -> StoredResource:
+    async def _insert(
+        self, resource_type: str, resource_id: str, body: dict[str, Any]
+    ) -> StoredResource:
         content = self._stamp(body, resource_id, 1)
         text = content.decode()
         await self.conn.execute(
@@ -597,8 +601,13 @@ class WriteSession:
             await self.conn.execute(
                 insert(spidx_token),
                 [
-                    {"res_type": resource_type, "res_id": resource_id, "param": p,
-                     "system": s, "value": v}
+                    {
+                        "res_type": resource_type,
+                        "res_id": resource_id,
+                        "param": p,
+                        "system": s,
+                        "value": v,
+                    }
                     for p, s, v in tokens
                 ],
             )
@@ -653,7 +662,9 @@ async def _read(
     if row is None:
         raise _not_found(resource_type, resource_id)
     if row.deleted:
-        raise Gone(f"{resource_type}/{resource_id} was deleted", headers={"ETag": f'W/"{row.version}"'})
+        raise Gone(
+            f"{resource_type}/{resource_id} was deleted", headers={"ETag": f'W/"{row.version}"'}
+        )
     return _stored(row)
 
 

@@ -88,9 +88,7 @@ def upgrade() -> None:
         sa.Column("res_id", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("res_type", "key_hash", name="pk_conditional_key"),
     )
-    op.create_index(
-        "ix_conditional_key_res_type_res_id", "conditional_key", ["res_type", "res_id"]
-    )
+    op.create_index("ix_conditional_key_res_type_res_id", "conditional_key", ["res_type", "res_id"])
 
 
 def downgrade() -> None:

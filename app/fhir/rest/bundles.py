@@ -106,9 +106,7 @@ class _Context:
         if e.method in ("GET", "HEAD"):
             return await self._get(e)
         if e.method == "POST" and len(p) == 1:
-            return await interactions.create(
-                writer, p[0], _body(e), if_none_exist=e.if_none_exist
-            )
+            return await interactions.create(writer, p[0], _body(e), if_none_exist=e.if_none_exist)
         if e.method == "PUT" and len(p) == 2:
             return await interactions.update(writer, p[0], p[1], _body(e), if_match=e.if_match)
         if e.method == "PUT" and len(p) == 1 and e.query:
@@ -121,8 +119,11 @@ class _Context:
 
     async def _get(self, e: _Entry) -> Outcome:
         p, repo = e.path, self.repo
-        paging = {"fhir_base": self.fhir_base, "default_count": self.default_count,
-                  "max_count": self.max_count}
+        paging = {
+            "fhir_base": self.fhir_base,
+            "default_count": self.default_count,
+            "max_count": self.max_count,
+        }
         if p == ["_history"]:
             return await interactions.history(repo, None, None, e.query, **paging)
         if len(p) == 1:
@@ -194,11 +195,15 @@ class _Context:
             return await interactions.delete(tx, p[0], p[1])
         if e.method == "POST" and len(p) == 1:
             if e.existing and e.assigned_id:
-                return Outcome(200, await tx.read(p[0], e.assigned_id),
-                               message="an existing resource matched If-None-Exist")
+                return Outcome(
+                    200,
+                    await tx.read(p[0], e.assigned_id),
+                    message="an existing resource matched If-None-Exist",
+                )
             criteria = (
                 parse_criteria(p[0], e.if_none_exist, require_some=True)
-                if e.if_none_exist is not None else None
+                if e.if_none_exist is not None
+                else None
             )
             body = {k: v for k, v in _body(e).items() if k != "id"}
             result = await tx.create(p[0], body, if_none_exist=criteria, resource_id=e.assigned_id)
@@ -213,8 +218,9 @@ class _Context:
                 tx, p[0], e.query, _body(e), if_match=e.if_match
             )
         if e.method in ("GET", "HEAD") and len(p) == 2:
-            return Outcome(200, await tx.read(interactions.check_type(p[0]),
-                                              interactions.check_id(p[1])))
+            return Outcome(
+                200, await tx.read(interactions.check_type(p[0]), interactions.check_id(p[1]))
+            )
         raise Invalid(f"{e.method} {e.url} is not supported inside a transaction")
 
     def render(self, e: _Entry, outcome: Outcome) -> dict[str, Any]:
@@ -232,7 +238,11 @@ class _Context:
         write = e.method in ("POST", "PUT", "DELETE")
         if outcome.bundle is not None:
             entry["resource"] = outcome.bundle
-        elif stored is not None and stored.content and not (write and self.prefer != "representation"):
+        elif (
+            stored is not None
+            and stored.content
+            and not (write and self.prefer != "representation")
+        ):
             entry["resource"] = orjson.Fragment(stored.content)
         if write and self.prefer == "OperationOutcome":
             response["outcome"] = outcome_resource(outcome.message or "ok")
@@ -293,7 +303,7 @@ def _parse_entry(index: int, raw: Any, fhir_base: str) -> _Entry:
     url = request.get("url")
     if method not in _ORDER or not isinstance(url, str) or not url:
         raise Invalid("entry.request needs a method (GET, POST, PUT, DELETE) and a url")
-    relative = url[len(fhir_base):] if url.startswith(fhir_base) else url
+    relative = url[len(fhir_base) :] if url.startswith(fhir_base) else url
     path_part, _, query_part = relative.lstrip("/").partition("?")
     path = [p for p in path_part.split("/") if p]
     body = raw.get("resource")

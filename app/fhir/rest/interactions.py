@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from app.errors import Invalid, NotFound, operation_outcome, Issue
+from app.errors import Invalid, Issue, NotFound, operation_outcome
 from app.fhir.models import RESOURCE_TYPES
 from app.fhir.search.criteria import Criteria, parse_criteria
 from app.store.repository import (
@@ -181,7 +181,9 @@ async def search(
     links = [_link("self", f"{fhir_base}/{resource_type}", [*base_query, *_cursor(control)])]
     if page.next_cursor is not None:
         links.append(
-            _link("next", f"{fhir_base}/{resource_type}", [*base_query, ("_cursor", page.next_cursor)])
+            _link(
+                "next", f"{fhir_base}/{resource_type}", [*base_query, ("_cursor", page.next_cursor)]
+            )
         )
     entries = [
         {
@@ -253,7 +255,9 @@ def outcome_resource(message: str, severity: str = "information") -> dict[str, A
     return operation_outcome([Issue(code="informational", diagnostics=message, severity=severity)])
 
 
-def _bundle(kind: str, links: list[dict[str, str]], entries: list[dict[str, Any]]) -> dict[str, Any]:
+def _bundle(
+    kind: str, links: list[dict[str, str]], entries: list[dict[str, Any]]
+) -> dict[str, Any]:
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": kind, "link": links}
     if entries:
         bundle["entry"] = entries

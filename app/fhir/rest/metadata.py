@@ -19,8 +19,15 @@ from app.settings import Settings
 __all__ = ["capability_statement"]
 
 _TYPE_ORDER = (
-    "read", "vread", "update", "patch", "delete", "history-instance", "history-type",
-    "create", "search-type",
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
 )
 _SYSTEM_ORDER = ("transaction", "batch", "search-system", "history-system")
 _PARAM_DOCS = {
@@ -44,9 +51,7 @@ def capability_statement(routes: Iterable[_Route], settings: Settings) -> dict[s
 @lru_cache(maxsize=8)
 def _statement(served: frozenset[tuple[str, str]], fhir_base: str) -> dict[str, Any]:
     codes = {code for code, _ in served}
-    type_codes = [
-        c for c in _TYPE_ORDER if any((c, lvl) in served for lvl in ("type", "instance"))
-    ]
+    type_codes = [c for c in _TYPE_ORDER if any((c, lvl) in served for lvl in ("type", "instance"))]
     resources = []
     for rtype in sorted(RESOURCE_TYPES):
         entry: dict[str, Any] = {

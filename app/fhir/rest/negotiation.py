@@ -55,13 +55,14 @@ def parse_json_body(content_type: str | None, body: bytes) -> dict[str, Any]:
 
 def check_format(format_param: str | None, accept: str | None) -> None:
     """Refuse (406) an explicit request for a format other than JSON."""
-    if format_param is not None and format_param.split(";")[0].strip().lower() not in _FORMAT_ALIASES:
+    if (
+        format_param is not None
+        and format_param.split(";")[0].strip().lower() not in _FORMAT_ALIASES
+    ):
         raise NotAcceptable(f"_format={format_param!r} is not supported; this server speaks JSON")
     if accept:
         kinds = [a.split(";")[0].strip().lower() for a in accept.split(",")]
-        if kinds and not any(
-            k in _JSON_TYPES or k in ("*/*", "application/*", "") for k in kinds
-        ):
+        if kinds and not any(k in _JSON_TYPES or k in ("*/*", "application/*", "") for k in kinds):
             raise NotAcceptable(f"Accept {accept!r} is not supported; this server speaks JSON")
 
 
@@ -87,7 +88,7 @@ def parse_if_match(value: str | None) -> int | None:
         return None
     match = _ETAG.match(value)
     if not match:
-        raise Invalid(f"If-Match {value!r} is not a version ETag such as W/\"3\"")
+        raise Invalid(f'If-Match {value!r} is not a version ETag such as W/"3"')
     return int(match.group(1))
 
 

@@ -71,10 +71,14 @@ def parse_criteria(
     for name, raw in pairs:
         base, _, modifier = name.partition(":")
         if base not in SEARCH_PARAMS:
-            raise Invalid(f"unknown search parameter '{name}' for {resource_type}", code="not-supported")
+            raise Invalid(
+                f"unknown search parameter '{name}' for {resource_type}", code="not-supported"
+            )
         if modifier:
-            raise Invalid(f"modifier ':{modifier}' is not supported on parameter '{base}'",
-                          code="not-supported")
+            raise Invalid(
+                f"modifier ':{modifier}' is not supported on parameter '{base}'",
+                code="not-supported",
+            )
         values = tuple(_token(v) for v in _split_or(raw) if v != "")
         if not values:
             raise Invalid(f"search parameter '{name}' has no value")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -73,13 +75,25 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
 _BANNER = """\
 dxf-bridge {version}: FHIR R4 API at {base}
-A signing key was created at {keyfile}. Every request needs a token; get one with:
+Every request except {base}/metadata needs a Bearer token. Get one (signed with the key in
+{keyfile}) and try the API:
 
-    TOKEN=$(.venv/bin/dxf-bridge token --scope "system/*.cruds")
+    TOKEN=$({cmd} token --scope "system/*.cruds")
     curl -s -H "Authorization: Bearer $TOKEN" {base}/Patient
     curl -s -X POST -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/fhir+json" \\
          -d '{{"resourceType":"Patient","name":[{{"family":"Example"}}]}}' {base}/Patient
 """
+
+
+def _command_name() -> str:
+    """How the user invoked us: `.venv/bin/dxf-bridge` under make run, `dxf-bridge` when on PATH."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "dxf-bridge"
+    if os.path.basename(argv0) != "dxf-bridge":
+        return "dxf-bridge"
+    resolved = shutil.which("dxf-bridge")
+    if resolved and os.path.realpath(resolved) == os.path.realpath(argv0):
+        return "dxf-bridge"
+    return os.path.relpath(argv0) if not os.path.isabs(argv0) else argv0
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
@@ -92,19 +106,15 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
 
     configure_logging(settings.log_level)
     container = build_container(settings)
-    if container.keys_created:
-        print(
-            _BANNER.format(
-                version=__version__, base=settings.fhir_base_url, keyfile=settings.signing_key_file
-            ),
-            flush=True,
-        )
-    else:
-        print(
-            f"dxf-bridge {__version__}: FHIR R4 API at {settings.fhir_base_url} "
-            '(token: dxf-bridge token --scope "system/*.cruds")',
-            flush=True,
-        )
+    print(
+        _BANNER.format(
+            version=__version__,
+            base=settings.fhir_base_url,
+            keyfile=settings.signing_key_file,
+            cmd=_command_name(),
+        ),
+        flush=True,
+    )
     app = create_app(settings, container=container)
     uvicorn.run(
         app,

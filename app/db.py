@@ -9,8 +9,9 @@ one pool for both; its row locks and unique constraints decide races.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from app.settings import async_database_url
 
 __all__ = ["Database"]
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file (and its folder) readable by the server's user only: it holds PHI.
+    SQLite gives the -wal and -shm files the database file's permissions."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _raw_jsonb_codec(dbapi_conn: Any, _record: Any) -> None:
@@ -53,7 +63,7 @@ class Database:
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                _private_file(Path(parsed.database))
             self.engine = self._sqlite_engine(pool_size, sqlite_synchronous, "BEGIN")
             self.write_engine = self._sqlite_engine(1, sqlite_synchronous, "BEGIN IMMEDIATE")
             self._write_lock: asyncio.Lock | None = asyncio.Lock()

@@ -1,7 +1,7 @@
 """One error vocabulary, rendered to an OperationOutcome in one place.
 
-Code below the web layer raises a `FhirError` subclass; `render` (used by the exception
-handlers registered in `app.main.create_app`) is the only code that turns one into an HTTP
+Code below the web layer raises a `FhirError` subclass; `app.main.render_error` (used by the
+exception handlers registered in `app.main.create_app`) is the only code that turns one into an HTTP
 status and an OperationOutcome (https://hl7.org/fhir/R4/operationoutcome.html).
 
     FhirError                      500  exception

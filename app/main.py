@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,8 +67,15 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         return fhir_response(200, keys, headers={"Cache-Control": "max-age=300"})
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz(request: Request) -> Response:
+        """Liveness and readiness: answers 200 only when the database answers. No data, no token."""
+        try:
+            async with request.app.state.container.db.read() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            log.warning("health check failed", extra={"error": type(exc).__name__})
+            return fhir_response(503, {"status": "database unavailable"})
+        return fhir_response(200, {"status": "ok"})
 
     _install_error_handlers(app)
     app.add_middleware(RequestLogMiddleware)
@@ -103,7 +111,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 def _is_db_outage(exc: Exception) -> bool:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    return isinstance(exc, (OperationalError, InterfaceError, ConnectionError, OSError))
+    return isinstance(exc, (OperationalError, InterfaceError, ConnectionError))
 
 
 async def _send_unexpected(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "async_database_url"]
@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("DXF_BASE_URL must be an absolute http(s) URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _page_sizes(self) -> Settings:
+        if self.default_page_size > self.max_page_size:
+            raise ValueError("DXF_DEFAULT_PAGE_SIZE may not exceed DXF_MAX_PAGE_SIZE")
+        return self
 
     @property
     def fhir_base_url(self) -> str:

@@ -289,3 +289,32 @@ async def test_search_by_id_and_identifier(client, auth):
         headers={**auth, "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert [e["resource"]["id"] for e in post.json()["entry"]] == [b["id"]]
+
+
+async def test_count_zero_gives_total_only(client, auth):
+    for i in range(3):
+        await _create(client, auth, patient(f"c{i}"))
+    r = (await client.get("/Patient?_count=0", headers=auth)).json()
+    assert r["total"] == 3 and "entry" not in r
+
+
+async def test_pretty_indents_embedded_resources(client, auth):
+    await _create(client, auth, patient("pp"))
+    r = await client.get("/Patient?_pretty=true", headers=auth)
+    assert b'\n        "resourceType": "Patient"' in r.content
+
+
+async def test_conditional_update_brings_back_deleted_body_id(client, auth):
+    await client.put("/Patient/back", json=patient("b0", id="back"), headers={**auth, **FHIR_JSON})
+    await client.delete("/Patient/back", headers=auth)
+    r = await client.put(
+        "/Patient?identifier=brand-new",
+        json=patient("brand-new", id="back"),
+        headers={**auth, **FHIR_JSON},
+    )
+    assert r.status_code == 201 and r.json()["meta"]["versionId"] == "3"
+
+
+async def test_healthz_checks_the_database(client):
+    r = await client.get("http://testserver/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}

@@ -76,3 +76,16 @@ def test_migrate_command_creates_schema(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cli.db").exists()
+
+
+def test_sqlite_database_file_is_private(tmp_path):
+    from app.db import Database
+
+    Database(f"sqlite:///{tmp_path}/new/dxf.db")
+    assert stat.S_IMODE(os.stat(tmp_path / "new").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / "new" / "dxf.db").st_mode) == 0o600
+
+
+def test_page_size_settings_are_consistent():
+    with pytest.raises(ValidationError):
+        Settings(default_page_size=2000, max_page_size=1000)

@@ -41,6 +41,24 @@ def _generate() -> dict[str, Any]:
     return {"keys": [key.as_dict(private=True)]}
 
 
+def _write_new(path: Path, data: bytes) -> bool:
+    """Write a complete file, then link it into place: a concurrent reader never sees half a
+    key, and if another process got there first its key wins. Returns whether ours was used."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
 def load_or_create_signing_keys(path: Path) -> tuple[SigningKeys, bool]:
     """Load the key set at `path`, generating it (mode 0600) first if absent.
 
@@ -48,18 +66,12 @@ def load_or_create_signing_keys(path: Path) -> tuple[SigningKeys, bool]:
     """
     created = False
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(_generate()).encode()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it first; read theirs
-        else:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            created = True
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        created = _write_new(path, json.dumps(_generate()).encode())
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
-        raise PermissionError(f"signing key file {path} is readable by others (mode {mode:o})")
+        raise PermissionError(
+            f"signing key file {path} has mode {mode:o}; it must be 600 (owner only)"
+        )
     keyset = KeySet.import_key_set(json.loads(path.read_text()))
     return SigningKeys(keyset), created

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, exists, insert, or_, select, true, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -108,6 +108,7 @@ class HistoryPage:
 class SearchPage:
     resources: list[StoredResource]
     next_cursor: str | None
+    total: int | None = None
 
 
 def _new_id() -> str:
@@ -221,6 +222,10 @@ class FhirRepository:
         ]
         if patient:
             conds.append(_compartment_exists(patient, r.res_type, r.res_id))
+        if count == 0:  # _count=0: how many match, no resources
+            async with self.db.read() as conn:
+                total = await conn.scalar(select(func.count()).select_from(resource).where(*conds))
+            return SearchPage([], None, int(total or 0))
         if cursor is not None:
             conds.append(r.res_id > cursor)
         query = (
@@ -427,10 +432,13 @@ class WriteSession:
             body_id = body.get("id")
             if body_id is not None and not isinstance(body_id, str):
                 raise Invalid("resource id must be a string")
-            if body_id and await self._exists(resource_type, body_id):
+            state = await self._state(resource_type, body_id) if body_id else None
+            if state == "live":
                 raise Conflict(
                     f"no resource matches the criteria, but {resource_type}/{body_id} exists"
                 )
+            if state == "deleted" and body_id:
+                return await self.update(resource_type, body_id, body, if_match=if_match)
             return await self.create(
                 resource_type, body, if_none_exist=criteria, resource_id=body_id or None
             )
@@ -524,12 +532,17 @@ class WriteSession:
                 raise Forbidden(f"{what} criteria matched a resource outside the token's access")
         return ids[0] if ids else None
 
-    async def _exists(self, resource_type: str, resource_id: str) -> bool:
+    async def _state(self, resource_type: str, resource_id: str) -> str | None:
+        """'live', 'deleted', or None when the id was never used."""
         r = resource.c
-        row = await self.conn.execute(
-            select(r.res_id).where(r.res_type == resource_type, r.res_id == resource_id)
-        )
-        return row.first() is not None
+        row = (
+            await self.conn.execute(
+                select(r.deleted).where(r.res_type == resource_type, r.res_id == resource_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        return "deleted" if row.deleted else "live"
 
     def _stamp(self, body: dict[str, Any], resource_id: str, version: int) -> bytes:
         meta = dict(body.get("meta") or {})

@@ -174,7 +174,7 @@ async def search(
     check_type(resource_type)
     criteria_pairs = [(k, v) for k, v in query if k not in SEARCH_CONTROL]
     control = _control(query, SEARCH_CONTROL)
-    count = _count(control.get("_count"), default_count, max_count)
+    count = _count(control.get("_count"), default_count, max_count, allow_zero=True)
     criteria = parse_criteria(resource_type, criteria_pairs)
     page = await repo.search(criteria, count=count, cursor=control.get("_cursor"))
     base_query = [*criteria_pairs, ("_count", str(count))]
@@ -193,7 +193,10 @@ async def search(
         }
         for s in page.resources
     ]
-    return Outcome(200, bundle=_bundle("searchset", links, entries))
+    bundle = _bundle("searchset", links, entries)
+    if page.total is not None:
+        bundle["total"] = page.total
+    return Outcome(200, bundle=bundle)
 
 
 async def history(
@@ -282,12 +285,12 @@ def _control(query: list[tuple[str, str]], allowed: set[str]) -> dict[str, str]:
     return out
 
 
-def _count(value: str | None, default: int, maximum: int) -> int:
+def _count(value: str | None, default: int, maximum: int, *, allow_zero: bool = False) -> int:
     if value is None:
         return default
-    if not value.isdigit():
+    if not value.isdigit() or len(value) > 9:
         raise Invalid(f"_count must be a non-negative integer, not {value[:20]!r}")
-    return max(1, min(int(value), maximum))
+    return max(0 if allow_zero else 1, min(int(value), maximum))
 
 
 def _instant(value: str) -> datetime:

@@ -8,6 +8,7 @@ written by hand, so the statement cannot claim what the server does not do.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -18,6 +19,8 @@ from app.settings import Settings
 
 __all__ = ["capability_statement"]
 
+# The statement describes this running instance: it is dated when the process started.
+_PUBLISHED = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 _TYPE_ORDER = (
     "read",
     "vread",
@@ -98,7 +101,7 @@ def _statement(served: frozenset[tuple[str, str]], fhir_base: str) -> dict[str, 
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": "2026-11-22",
+        "date": _PUBLISHED,
         "publisher": "dxf-bridge",
         "kind": "instance",
         "software": {"name": "dxf-bridge", "version": __version__},

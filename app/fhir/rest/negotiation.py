@@ -108,10 +108,9 @@ def fhir_response(
 ) -> Response:
     if body is None:
         return Response(status_code=status, headers=dict(headers or {}))
-    if isinstance(body, bytes):
-        content = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2) if pretty else body
-    else:
-        content = orjson.dumps(body, option=orjson.OPT_INDENT_2 if pretty else 0)
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    if pretty:  # re-parse so embedded (pre-serialised) resources are indented too
+        content = orjson.dumps(orjson.loads(content), option=orjson.OPT_INDENT_2)
     return Response(
         content=content, status_code=status, headers=dict(headers or {}), media_type=FHIR_JSON
     )

@@ -63,8 +63,9 @@ class Settings(BaseSettings):
 def async_database_url(url: str) -> str:
     """Map a plain database URL to the async driver the server uses.
 
-    `sqlite:///path` becomes `sqlite+aiosqlite:///path`; `postgresql://` (or `postgres://`)
-    becomes `postgresql+asyncpg://`. A URL that already names a driver is kept.
+    `sqlite:///path` becomes `sqlite+pysqlite:///path` (the standard library driver, used on the
+    event loop; see app.db); `postgresql://` (or `postgres://`) becomes `postgresql+asyncpg://`.
+    A URL that already names a driver is kept.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
@@ -72,7 +73,7 @@ def async_database_url(url: str) -> str:
     if "+" in scheme:
         return url
     if scheme == "sqlite":
-        return f"sqlite+aiosqlite://{rest}"
+        return f"sqlite+pysqlite://{rest}"
     if scheme in ("postgresql", "postgres"):
         return f"postgresql+asyncpg://{rest}"
     raise ValueError(f"unsupported database scheme {scheme!r}: use sqlite or postgresql")

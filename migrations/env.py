@@ -6,10 +6,9 @@ import asyncio
 
 from alembic import context
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
-from app.settings import Settings, async_database_url
+from app.db import Database
+from app.settings import Settings
 from app.store.tables import metadata
 
 config = context.config
@@ -27,12 +26,12 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
-    engine = create_async_engine(async_database_url(url), poolclass=NullPool)
+    db = Database(url, pool_size=1)
     try:
-        async with engine.begin() as conn:
+        async with db.write() as conn:
             await conn.run_sync(_run)
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 if context.is_offline_mode():

@@ -17,7 +17,7 @@ from app.settings import Settings, async_database_url
 
 
 def test_database_url_mapping():
-    assert async_database_url("sqlite:///./data/x.db") == "sqlite+aiosqlite:///./data/x.db"
+    assert async_database_url("sqlite:///./data/x.db") == "sqlite+pysqlite:///./data/x.db"
     assert async_database_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
     assert async_database_url("postgres://u@h/db") == "postgresql+asyncpg://u@h/db"
     assert async_database_url("postgresql+asyncpg://u@h/db") == "postgresql+asyncpg://u@h/db"

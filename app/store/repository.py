@@ -22,12 +22,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, true, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.policy import AccessPolicy
-from app.db import Database
+from app.db import Database, DbConnection
 from app.errors import Conflict, Forbidden, Gone, Invalid, NotFound, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import RESOURCE_TYPES, validate_resource
@@ -308,7 +307,7 @@ class FhirRepository:
 class WriteSession:
     """Writes inside one open transaction (see FhirRepository.transaction)."""
 
-    def __init__(self, repo: FhirRepository, conn: AsyncConnection) -> None:
+    def __init__(self, repo: FhirRepository, conn: DbConnection) -> None:
         self.repo = repo
         self.conn = conn
         self.now = repo.clock()
@@ -385,15 +384,8 @@ class WriteSession:
         self._check_body(resource_type, body)
         if patient and patient not in patient_ids_of(body, self.repo.base_url):
             raise Forbidden(f"the {resource_type} would be outside Patient/{patient}'s compartment")
-        r = resource.c
         for _ in range(_MAX_RETRIES):
-            current = (
-                await self.conn.execute(
-                    select(r.version, r.deleted).where(
-                        r.res_type == resource_type, r.res_id == resource_id
-                    )
-                )
-            ).first()
+            current = (await self.conn.execute(_CURRENT, _key(resource_type, resource_id))).first()
             if current is None:
                 if if_match is not None:
                     raise PreconditionFailed(
@@ -453,15 +445,8 @@ class WriteSession:
     async def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
         """Logical delete; returns the deletion version, or None if already deleted."""
         patient = self.repo.policy.restriction(resource_type, "d")
-        r = resource.c
         for _ in range(_MAX_RETRIES):
-            current = (
-                await self.conn.execute(
-                    select(r.version, r.deleted).where(
-                        r.res_type == resource_type, r.res_id == resource_id
-                    )
-                )
-            ).first()
+            current = (await self.conn.execute(_CURRENT, _key(resource_type, resource_id))).first()
             if patient and (
                 current is None
                 or not await _in_compartment(self.conn, patient, resource_type, resource_id)
@@ -473,33 +458,21 @@ class WriteSession:
                 return None
             version = current.version + 1
             done = await self.conn.execute(
-                update(resource)
-                .where(
-                    r.res_type == resource_type,
-                    r.res_id == resource_id,
-                    r.version == current.version,
-                )
-                .values(version=version, last_updated=self.now, deleted=True, content=None)
+                _SET_VERSION,
+                {
+                    **_key(resource_type, resource_id),
+                    "old": current.version,
+                    "new_version": version,
+                    "new_updated": self.now,
+                    "new_deleted": True,
+                    "new_content": None,
+                },
             )
             if done.rowcount != 1:
                 continue
-            await self.conn.execute(
-                insert(resource_history).values(
-                    res_type=resource_type,
-                    res_id=resource_id,
-                    version=version,
-                    last_updated=self.now,
-                    method="DELETE",
-                    content=None,
-                )
-            )
+            await self._append_history(resource_type, resource_id, version, "DELETE", None)
             await self._drop_index(resource_type, resource_id, keep_compartment=True)
-            await self.conn.execute(
-                delete(conditional_key).where(
-                    conditional_key.c.res_type == resource_type,
-                    conditional_key.c.res_id == resource_id,
-                )
-            )
+            await self.conn.execute(_DROP_KEYS_OF, _key(resource_type, resource_id))
             return StoredResource(resource_type, resource_id, version, self.now, None)
         raise Conflict(f"{resource_type}/{resource_id} is being updated concurrently; retry")
 
@@ -559,14 +532,15 @@ class WriteSession:
         content = self._stamp(body, resource_id, 1)
         text = content.decode()
         await self.conn.execute(
-            insert(resource).values(
-                res_type=resource_type,
-                res_id=resource_id,
-                version=1,
-                last_updated=self.now,
-                deleted=False,
-                content=text,
-            )
+            _INSERT_RESOURCE,
+            {
+                "res_type": resource_type,
+                "res_id": resource_id,
+                "version": 1,
+                "last_updated": self.now,
+                "deleted": False,
+                "content": text,
+            },
         )
         await self._append_history(resource_type, resource_id, 1, "POST", text)
         await self._write_index(resource_type, resource_id, body, fresh=True)
@@ -578,11 +552,16 @@ class WriteSession:
         version = old_version + 1
         content = self._stamp(body, resource_id, version)
         text = content.decode()
-        r = resource.c
         done = await self.conn.execute(
-            update(resource)
-            .where(r.res_type == resource_type, r.res_id == resource_id, r.version == old_version)
-            .values(version=version, last_updated=self.now, deleted=False, content=text)
+            _SET_VERSION,
+            {
+                **_key(resource_type, resource_id),
+                "old": old_version,
+                "new_version": version,
+                "new_updated": self.now,
+                "new_deleted": False,
+                "new_content": text,
+            },
         )
         if done.rowcount != 1:
             return None
@@ -591,17 +570,18 @@ class WriteSession:
         return StoredResource(resource_type, resource_id, version, self.now, content)
 
     async def _append_history(
-        self, resource_type: str, resource_id: str, version: int, method: str, text: str
+        self, resource_type: str, resource_id: str, version: int, method: str, text: str | None
     ) -> None:
         await self.conn.execute(
-            insert(resource_history).values(
-                res_type=resource_type,
-                res_id=resource_id,
-                version=version,
-                last_updated=self.now,
-                method=method,
-                content=text,
-            )
+            _INSERT_HISTORY,
+            {
+                "res_type": resource_type,
+                "res_id": resource_id,
+                "version": version,
+                "last_updated": self.now,
+                "method": method,
+                "content": text,
+            },
         )
 
     async def _write_index(
@@ -612,7 +592,7 @@ class WriteSession:
         tokens = token_rows(body)
         if tokens:
             await self.conn.execute(
-                insert(spidx_token),
+                _INSERT_TOKEN,
                 [
                     {
                         "res_type": resource_type,
@@ -628,7 +608,7 @@ class WriteSession:
         patients = patient_ids_of(stamped, self.repo.base_url)
         if patients:
             await self.conn.execute(
-                insert(resource_compartment),
+                _INSERT_COMPARTMENT,
                 [
                     {"patient_id": p, "res_type": resource_type, "res_id": resource_id}
                     for p in sorted(patients)
@@ -638,40 +618,80 @@ class WriteSession:
     async def _drop_index(
         self, resource_type: str, resource_id: str, *, keep_compartment: bool
     ) -> None:
-        await self.conn.execute(
-            delete(spidx_token).where(
-                spidx_token.c.res_type == resource_type, spidx_token.c.res_id == resource_id
-            )
-        )
+        key = _key(resource_type, resource_id)
+        await self.conn.execute(_DROP_TOKENS, key)
         if not keep_compartment:
-            await self.conn.execute(
-                delete(resource_compartment).where(
-                    resource_compartment.c.res_type == resource_type,
-                    resource_compartment.c.res_id == resource_id,
-                )
-            )
+            await self.conn.execute(_DROP_COMPARTMENT, key)
 
 
 # ---- shared query helpers ---------------------------------------------------------------------
 
-_READ_COLUMNS = (
-    resource.c.res_type,
-    resource.c.res_id,
-    resource.c.version,
-    resource.c.last_updated,
-    resource.c.deleted,
-    resource.c.content,
+# The read statements are built once: constructing a select costs more than running it.
+_r = resource.c
+_rc = resource_compartment.c
+_READ = select(_r.res_type, _r.res_id, _r.version, _r.last_updated, _r.deleted, _r.content).where(
+    _r.res_type == bindparam("rtype"), _r.res_id == bindparam("rid")
+)
+_READ_IN_COMPARTMENT = _READ.where(
+    exists(
+        select(1).where(
+            _rc.patient_id == bindparam("patient"),
+            _rc.res_type == _r.res_type,
+            _rc.res_id == _r.res_id,
+        )
+    )
 )
 
 
+_CURRENT = select(_r.version, _r.deleted).where(
+    _r.res_type == bindparam("rtype"), _r.res_id == bindparam("rid")
+)
+_SET_VERSION = (
+    update(resource)
+    .where(
+        _r.res_type == bindparam("rtype"),
+        _r.res_id == bindparam("rid"),
+        _r.version == bindparam("old"),
+    )
+    .values(
+        version=bindparam("new_version"),
+        last_updated=bindparam("new_updated"),
+        deleted=bindparam("new_deleted"),
+        content=bindparam("new_content", type_=resource.c.content.type),
+    )
+)
+_INSERT_RESOURCE = insert(resource)
+_INSERT_HISTORY = insert(resource_history)
+_INSERT_TOKEN = insert(spidx_token)
+_INSERT_COMPARTMENT = insert(resource_compartment)
+_DROP_TOKENS = delete(spidx_token).where(
+    spidx_token.c.res_type == bindparam("rtype"), spidx_token.c.res_id == bindparam("rid")
+)
+_DROP_COMPARTMENT = delete(resource_compartment).where(
+    _rc.res_type == bindparam("rtype"), _rc.res_id == bindparam("rid")
+)
+_DROP_KEYS_OF = delete(conditional_key).where(
+    conditional_key.c.res_type == bindparam("rtype"), conditional_key.c.res_id == bindparam("rid")
+)
+_IN_COMPARTMENT = select(1).where(
+    _rc.patient_id == bindparam("patient"),
+    _rc.res_type == bindparam("rtype"),
+    _rc.res_id == bindparam("rid"),
+)
+
+
+def _key(resource_type: str, resource_id: str) -> dict[str, str]:
+    return {"rtype": resource_type, "rid": resource_id}
+
+
 async def _read(
-    conn: AsyncConnection, resource_type: str, resource_id: str, patient: str | None
+    conn: DbConnection, resource_type: str, resource_id: str, patient: str | None
 ) -> StoredResource:
-    r = resource.c
-    query = select(*_READ_COLUMNS).where(r.res_type == resource_type, r.res_id == resource_id)
+    params = {"rtype": resource_type, "rid": resource_id}
     if patient:
-        query = query.where(_compartment_exists(patient, r.res_type, r.res_id))
-    row = (await conn.execute(query)).first()
+        row = (await conn.execute(_READ_IN_COMPARTMENT, {**params, "patient": patient})).first()
+    else:
+        row = (await conn.execute(_READ, params)).first()
     if row is None:
         raise _not_found(resource_type, resource_id)
     if row.deleted:
@@ -700,13 +720,10 @@ def _compartment_exists(patient: str, type_col: Any, id_col: Any) -> Any:
 
 
 async def _in_compartment(
-    conn: AsyncConnection, patient: str, resource_type: str, resource_id: str
+    conn: DbConnection, patient: str, resource_type: str, resource_id: str
 ) -> bool:
-    c = resource_compartment.c
     row = await conn.execute(
-        select(1).where(
-            c.patient_id == patient, c.res_type == resource_type, c.res_id == resource_id
-        )
+        _IN_COMPARTMENT, {"patient": patient, **_key(resource_type, resource_id)}
     )
     return row.first() is not None
 

@@ -35,15 +35,20 @@ from app.store.repository import FhirRepository
 __all__ = ["ROUTES", "RouteSpec", "build_router"]
 
 
-def get_container(request: Request) -> Container:
+def container_of(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
+
+
+async def get_container(request: Request) -> Container:
+    # async: FastAPI runs plain-def dependencies in a worker thread, a hand-off per request
+    return container_of(request)
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def authenticate(request: Request, container: ContainerDep) -> Principal:
+async def authenticate(request: Request, container: ContainerDep) -> Principal:
     check_format(request.query_params.get("_format"), request.headers.get("accept"))
     return container.validator.authenticate(request.headers.get("authorization"))
 
@@ -51,7 +56,7 @@ def authenticate(request: Request, container: ContainerDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
 
-def get_repository(container: ContainerDep, principal: PrincipalDep) -> FhirRepository:
+async def get_repository(container: ContainerDep, principal: PrincipalDep) -> FhirRepository:
     return container.repository(principal.policy)
 
 
@@ -77,7 +82,7 @@ async def json_body(request: Request, container: Container) -> dict[str, Any]:
 
 
 def respond(request: Request, outcome: Outcome, *, write: bool = False) -> Response:
-    container = get_container(request)
+    container = container_of(request)
     pretty = wants_pretty(request.query_params.get("_pretty"))
     headers: dict[str, str] = {}
     stored = outcome.resource
@@ -119,7 +124,7 @@ def _paging(container: Container) -> dict[str, Any]:
 
 async def metadata(request: Request) -> Response:
     check_format(request.query_params.get("_format"), request.headers.get("accept"))
-    container = get_container(request)
+    container = container_of(request)
     statement = capability_statement(ROUTES, container.settings)
     return fhir_response(200, statement, pretty=wants_pretty(request.query_params.get("_pretty")))
 

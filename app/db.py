@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, Select, create_engine, event
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Result, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.settings import async_database_url
 
-__all__ = ["Database", "DbConnection"]
+__all__ = ["Database", "DbConnection", "PointQuery"]
 
 T = TypeVar("T")
 
@@ -131,6 +133,8 @@ class Database:
             event.listen(self._sqlite, "connect", _sqlite_pragmas(sqlite_synchronous))
             event.listen(self._sqlite, "begin", _sqlite_begin)
             self._write_lock = asyncio.Lock()
+            self._point_reader: sqlite3.Connection | None = None
+            self._point_path = parsed.database
         else:
             self.engine = create_async_engine(
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
@@ -171,6 +175,26 @@ class Database:
                     raise
                 tx.commit()
 
+    async def fetch_one(
+        self, statement: PointQuery, params: dict[str, Any]
+    ) -> tuple[Any, ...] | None:
+        """Run a prepared one-row, one-statement read and return the raw row.
+
+        On SQLite this goes straight to a dedicated sqlite3 connection (one statement is its own
+        snapshot), skipping the pool and result machinery that otherwise cost more than the
+        query; columns come back as the driver gives them, see PointQuery.convert.
+        """
+        if self.is_sqlite:
+            if self._point_reader is None:
+                self._point_reader = _open_point_reader(self._point_path)
+            row = self._point_reader.execute(
+                statement.sqlite_sql, [params[name] for name in statement.sqlite_params]
+            ).fetchone()
+            return statement.convert(row) if row is not None else None
+        async with self.engine.connect() as conn:
+            result = (await conn.execute(statement.statement, params)).first()
+        return tuple(result) if result is not None else None
+
     async def _begin_immediate(self, conn: Connection) -> Any:
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         delay = 0.001
@@ -185,9 +209,40 @@ class Database:
 
     async def dispose(self) -> None:
         if self.is_sqlite:
+            if self._point_reader is not None:
+                self._point_reader.close()
+                self._point_reader = None
             self._sqlite.dispose()
         else:
             await self.engine.dispose()
+
+
+class PointQuery:
+    """A SELECT built with SQLAlchemy and also compiled once to SQLite's SQL, for fetch_one."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+        compiled = statement.compile(dialect=sqlite_dialect.dialect())
+        self.sqlite_sql = str(compiled)
+        self.sqlite_params = list(compiled.positiontup or [])
+        dialect = sqlite_dialect.dialect()
+        self._processors = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in statement.selected_columns
+        ]
+
+    def convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(
+            proc(value) if proc is not None and value is not None else value
+            for proc, value in zip(self._processors, row, strict=True)
+        )
+
+
+def _open_point_reader(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=100")
+    conn.execute("PRAGMA query_only=ON")
+    return conn
 
 
 def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:

@@ -28,7 +28,7 @@ from app.errors import (
     operation_outcome,
 )
 from app.fhir.rest.negotiation import fhir_response
-from app.fhir.rest.router import build_router
+from app.fhir.rest.router import FhirRouter, render_error
 from app.settings import Settings
 
 __all__ = ["create_app"]
@@ -36,7 +36,31 @@ __all__ = ["create_app"]
 log = logging.getLogger("dxf.http")
 
 
-def create_app(settings: Settings, container: Container | None = None) -> FastAPI:
+class DxfApp:
+    """The ASGI application: the FHIR router answers under /fhir, FastAPI serves the rest
+    (discovery documents, health). One request-log middleware wraps both."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.api = api
+        self.fhir = FhirRouter(lambda: api.state.container)
+        self._app = RequestLogMiddleware(self._dispatch)
+
+    @property
+    def state(self) -> Any:
+        return self.api.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/fhir" or path.startswith("/fhir/")):
+            await self.fhir(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def create_app(settings: Settings, container: Container | None = None) -> DxfApp:
     """Build the API. With no container given, one is built at startup and closed at shutdown."""
 
     @asynccontextmanager
@@ -56,10 +80,9 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url=None,  # the FHIR API is described by /fhir/metadata
     )
     app.state.container = container
-    app.include_router(build_router())
 
     @app.get("/.well-known/jwks.json", include_in_schema=False)
     async def jwks(request: Request) -> Response:
@@ -78,12 +101,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         return fhir_response(200, {"status": "ok"})
 
     _install_error_handlers(app)
-    app.add_middleware(RequestLogMiddleware)
-    return app
-
-
-def render_error(error: FhirError) -> Response:
-    return fhir_response(error.status, error.outcome(), headers=error.headers)
+    return DxfApp(app)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -175,13 +193,13 @@ class RequestLogMiddleware:
             )
         finally:
             if log.isEnabledFor(logging.INFO):
-                route = scope.get("route")
+                route = scope.get("dxf.route") or getattr(scope.get("route"), "path", None)
                 log.info(
                     "request",
                     extra={
                         "request_id": request_id,
                         "method": scope["method"],
-                        "route": getattr(route, "path", "(unrouted)"),
+                        "route": route or "(unrouted)",
                         "status": status,
                         "ms": round((time.perf_counter() - started) * 1000, 2),
                     },

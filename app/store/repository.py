@@ -26,7 +26,7 @@ from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, selec
 from sqlalchemy.exc import IntegrityError
 
 from app.auth.policy import AccessPolicy
-from app.db import Database, DbConnection
+from app.db import Database, DbConnection, PointQuery
 from app.errors import Conflict, Forbidden, Gone, Invalid, NotFound, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import RESOURCE_TYPES, validate_resource
@@ -134,8 +134,14 @@ class FhirRepository:
 
     async def read(self, resource_type: str, resource_id: str) -> StoredResource:
         patient = self.policy.restriction(resource_type, "r")
-        async with self.db.read() as conn:
-            return await _read(conn, resource_type, resource_id, patient)
+        params = {"rtype": resource_type, "rid": resource_id}
+        if patient:
+            row = await self.db.fetch_one(
+                _POINT_READ_IN_COMPARTMENT, {**params, "patient": patient}
+            )
+        else:
+            row = await self.db.fetch_one(_POINT_READ, params)
+        return _current(resource_type, resource_id, row)
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> StoredResource:
         patient = self.policy.restriction(resource_type, "r")
@@ -684,6 +690,10 @@ def _key(resource_type: str, resource_id: str) -> dict[str, str]:
     return {"rtype": resource_type, "rid": resource_id}
 
 
+_POINT_READ = PointQuery(_READ)
+_POINT_READ_IN_COMPARTMENT = PointQuery(_READ_IN_COMPARTMENT)
+
+
 async def _read(
     conn: DbConnection, resource_type: str, resource_id: str, patient: str | None
 ) -> StoredResource:
@@ -692,13 +702,23 @@ async def _read(
         row = (await conn.execute(_READ_IN_COMPARTMENT, {**params, "patient": patient})).first()
     else:
         row = (await conn.execute(_READ, params)).first()
+    return _current(resource_type, resource_id, tuple(row) if row is not None else None)
+
+
+def _current(resource_type: str, resource_id: str, row: tuple[Any, ...] | None) -> StoredResource:
+    """A row of _READ -> the current version, or 404/410."""
     if row is None:
         raise _not_found(resource_type, resource_id)
-    if row.deleted:
-        raise Gone(
-            f"{resource_type}/{resource_id} was deleted", headers={"ETag": f'W/"{row.version}"'}
-        )
-    return _stored(row)
+    _type, _id, version, last_updated, deleted, content = row
+    if deleted:
+        raise Gone(f"{resource_type}/{resource_id} was deleted", headers={"ETag": f'W/"{version}"'})
+    return StoredResource(
+        resource_type,
+        resource_id,
+        version,
+        _aware(last_updated),
+        content.encode() if isinstance(content, str) else content,
+    )
 
 
 def _stored(row: Any) -> StoredResource:

@@ -19,20 +19,21 @@ import asyncio
 import os
 import sqlite3
 import time
+from collections import namedtuple
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, Select, create_engine, event
+from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Result, make_url
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from app.settings import async_database_url
 
-__all__ = ["Database", "DbConnection", "PointQuery"]
+__all__ = ["Database", "DbConnection", "Prepared"]
 
 T = TypeVar("T")
 
@@ -42,7 +43,7 @@ _LOCK_WAIT_SECONDS = 30.0  # how long a writer waits for another process's write
 class DbConnection(Protocol):
     """What the repository needs of a connection inside a transaction."""
 
-    async def execute(self, statement: Any, parameters: Any = None) -> Result[Any]: ...
+    async def execute(self, statement: Any, parameters: Any = None) -> Any: ...
 
     async def scalar(self, statement: Any, parameters: Any = None) -> Any: ...
 
@@ -60,10 +61,14 @@ class _LoopConnection:
     def __init__(self, sync: Connection) -> None:
         self.sync = sync
 
-    async def execute(self, statement: Any, parameters: Any = None) -> Result[Any]:
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        if isinstance(statement, Prepared):
+            return statement.run_sqlite(self.sync.connection.driver_connection, parameters)
         return self.sync.execute(statement, parameters)
 
     async def scalar(self, statement: Any, parameters: Any = None) -> Any:
+        if isinstance(statement, Prepared):
+            return (await self.execute(statement, parameters)).scalar()
         return self.sync.scalar(statement, parameters)
 
     @asynccontextmanager
@@ -155,14 +160,14 @@ class Database:
                     yield _LoopConnection(conn)
             return
         async with self.engine.connect() as aconn, aconn.begin():
-            yield aconn
+            yield _PgConnection(aconn)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[DbConnection]:
         """One write transaction: committed on normal exit, rolled back on any exception."""
         if not self.is_sqlite:
             async with self.engine.begin() as aconn:
-                yield aconn
+                yield _PgConnection(aconn)
             return
         async with self._write_lock:
             with self._sqlite.connect() as conn:
@@ -175,25 +180,18 @@ class Database:
                     raise
                 tx.commit()
 
-    async def fetch_one(
-        self, statement: PointQuery, params: dict[str, Any]
-    ) -> tuple[Any, ...] | None:
-        """Run a prepared one-row, one-statement read and return the raw row.
+    async def fetch_one(self, statement: Prepared, params: dict[str, Any]) -> Any:
+        """Run a one-row, one-statement read outside any transaction; the row, or None.
 
-        On SQLite this goes straight to a dedicated sqlite3 connection (one statement is its own
-        snapshot), skipping the pool and result machinery that otherwise cost more than the
-        query; columns come back as the driver gives them, see PointQuery.convert.
+        On SQLite this uses a dedicated query-only connection: one statement is its own
+        snapshot, so the pool and BEGIN/COMMIT are skipped.
         """
         if self.is_sqlite:
             if self._point_reader is None:
                 self._point_reader = _open_point_reader(self._point_path)
-            row = self._point_reader.execute(
-                statement.sqlite_sql, [params[name] for name in statement.sqlite_params]
-            ).fetchone()
-            return statement.convert(row) if row is not None else None
+            return statement.run_sqlite(self._point_reader, params).first()
         async with self.engine.connect() as conn:
-            result = (await conn.execute(statement.statement, params)).first()
-        return tuple(result) if result is not None else None
+            return (await conn.execute(statement.statement, params)).first()
 
     async def _begin_immediate(self, conn: Connection) -> Any:
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
@@ -217,25 +215,106 @@ class Database:
             await self.engine.dispose()
 
 
-class PointQuery:
-    """A SELECT built with SQLAlchemy and also compiled once to SQLite's SQL, for fetch_one."""
+class Prepared:
+    """A static SQLAlchemy statement also compiled once to SQLite SQL.
 
-    def __init__(self, statement: Select[Any]) -> None:
+    On SQLite, `DbConnection.execute` runs it straight on the driver connection, skipping the
+    per-call compile-cache lookup, parameter processing and result set-up that cost several
+    times the statement itself; on PostgreSQL it runs as the SQLAlchemy statement it wraps.
+    Only for statements whose shape never changes (built once, at import).
+    """
+
+    def __init__(self, statement: Any, column_keys: list[str] | None = None) -> None:
         self.statement = statement
-        compiled = statement.compile(dialect=sqlite_dialect.dialect())
-        self.sqlite_sql = str(compiled)
-        self.sqlite_params = list(compiled.positiontup or [])
         dialect = sqlite_dialect.dialect()
-        self._processors = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in statement.selected_columns
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+        self.sql = str(compiled)
+        self.param_names = list(compiled.positiontup or [])
+        self._binds = [
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in self.param_names
+        ]
+        columns = list(getattr(statement, "selected_columns", []))
+        self.row_type: Any = (
+            namedtuple("Row", [c.key for c in columns], rename=True) if columns else None  # noqa: PYI024
+        )
+        self._results = [
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         ]
 
-    def convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
-        return tuple(
+    def params(self, values: dict[str, Any]) -> list[Any]:
+        out = []
+        for name, proc in zip(self.param_names, self._binds, strict=True):
+            value = values[name]
+            out.append(proc(value) if proc is not None and value is not None else value)
+        return out
+
+    def row(self, raw: tuple[Any, ...]) -> Any:
+        values = [
             proc(value) if proc is not None and value is not None else value
-            for proc, value in zip(self._processors, row, strict=True)
-        )
+            for proc, value in zip(self._results, raw, strict=True)
+        ]
+        return self.row_type(*values) if self.row_type else tuple(values)
+
+    def run_sqlite(self, conn: sqlite3.Connection, values: Any) -> _RawResult:
+        try:
+            if isinstance(values, list):
+                cursor = conn.executemany(self.sql, [self.params(v) for v in values])
+            else:
+                cursor = conn.execute(self.sql, self.params(values or {}))
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(self.sql, values, exc, sqlite3.Error) from exc
+        return _RawResult(cursor, self)
+
+
+class _RawResult:
+    """The part of a SQLAlchemy Result the repository uses, over a sqlite3 cursor."""
+
+    __slots__ = ("_cursor", "_prepared", "rowcount")
+
+    def __init__(self, cursor: sqlite3.Cursor, prepared: Prepared) -> None:
+        self._cursor = cursor
+        self._prepared = prepared
+        self.rowcount = cursor.rowcount
+
+    def first(self) -> Any:
+        raw = self._cursor.fetchone()
+        return None if raw is None else self._prepared.row(raw)
+
+    def all(self) -> list[Any]:
+        return [self._prepared.row(raw) for raw in self._cursor.fetchall()]
+
+    def __iter__(self) -> Any:
+        return iter(self.all())
+
+    def scalar(self) -> Any:
+        row = self.first()
+        return None if row is None else row[0]
+
+
+class _PgConnection:
+    """AsyncConnection for the repository: runs a Prepared as the statement it wraps."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        if isinstance(statement, Prepared):
+            statement = statement.statement
+        return await self.conn.execute(statement, parameters)
+
+    async def scalar(self, statement: Any, parameters: Any = None) -> Any:
+        if isinstance(statement, Prepared):
+            statement = statement.statement
+        return await self.conn.scalar(statement, parameters)
+
+    def begin_nested(self) -> Any:
+        return self.conn.begin_nested()
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.conn.run_sync(fn, *args)
 
 
 def _open_point_reader(path: str) -> sqlite3.Connection:

@@ -22,11 +22,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, true, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from app.auth.policy import AccessPolicy
-from app.db import Database, DbConnection, PointQuery
+from app.db import Database, DbConnection, Prepared
 from app.errors import Conflict, Forbidden, Gone, Invalid, NotFound, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import RESOURCE_TYPES, validate_resource
@@ -649,10 +660,12 @@ _READ_IN_COMPARTMENT = _READ.where(
 )
 
 
-_CURRENT = select(_r.version, _r.deleted).where(
-    _r.res_type == bindparam("rtype"), _r.res_id == bindparam("rid")
+_CURRENT = Prepared(
+    select(_r.version, _r.deleted).where(
+        _r.res_type == bindparam("rtype"), _r.res_id == bindparam("rid")
+    )
 )
-_SET_VERSION = (
+_SET_VERSION = Prepared(
     update(resource)
     .where(
         _r.res_type == bindparam("rtype"),
@@ -666,23 +679,35 @@ _SET_VERSION = (
         content=bindparam("new_content", type_=resource.c.content.type),
     )
 )
-_INSERT_RESOURCE = insert(resource)
-_INSERT_HISTORY = insert(resource_history)
-_INSERT_TOKEN = insert(spidx_token)
-_INSERT_COMPARTMENT = insert(resource_compartment)
-_DROP_TOKENS = delete(spidx_token).where(
-    spidx_token.c.res_type == bindparam("rtype"), spidx_token.c.res_id == bindparam("rid")
+_INSERT_RESOURCE = Prepared(insert(resource))
+_INSERT_HISTORY = Prepared(
+    insert(resource_history),
+    ["res_type", "res_id", "version", "last_updated", "method", "content"],
 )
-_DROP_COMPARTMENT = delete(resource_compartment).where(
-    _rc.res_type == bindparam("rtype"), _rc.res_id == bindparam("rid")
+_INSERT_TOKEN = Prepared(insert(spidx_token), ["res_type", "res_id", "param", "system", "value"])
+_INSERT_COMPARTMENT = Prepared(insert(resource_compartment))
+_DROP_TOKENS = Prepared(
+    delete(spidx_token).where(
+        spidx_token.c.res_type == bindparam("rtype"), spidx_token.c.res_id == bindparam("rid")
+    )
 )
-_DROP_KEYS_OF = delete(conditional_key).where(
-    conditional_key.c.res_type == bindparam("rtype"), conditional_key.c.res_id == bindparam("rid")
+_DROP_COMPARTMENT = Prepared(
+    delete(resource_compartment).where(
+        _rc.res_type == bindparam("rtype"), _rc.res_id == bindparam("rid")
+    )
 )
-_IN_COMPARTMENT = select(1).where(
-    _rc.patient_id == bindparam("patient"),
-    _rc.res_type == bindparam("rtype"),
-    _rc.res_id == bindparam("rid"),
+_DROP_KEYS_OF = Prepared(
+    delete(conditional_key).where(
+        conditional_key.c.res_type == bindparam("rtype"),
+        conditional_key.c.res_id == bindparam("rid"),
+    )
+)
+_IN_COMPARTMENT = Prepared(
+    select(_rc.patient_id).where(
+        _rc.patient_id == bindparam("patient"),
+        _rc.res_type == bindparam("rtype"),
+        _rc.res_id == bindparam("rid"),
+    )
 )
 
 
@@ -690,8 +715,8 @@ def _key(resource_type: str, resource_id: str) -> dict[str, str]:
     return {"rtype": resource_type, "rid": resource_id}
 
 
-_POINT_READ = PointQuery(_READ)
-_POINT_READ_IN_COMPARTMENT = PointQuery(_READ_IN_COMPARTMENT)
+_POINT_READ = Prepared(_READ)
+_POINT_READ_IN_COMPARTMENT = Prepared(_READ_IN_COMPARTMENT)
 
 
 async def _read(

@@ -134,6 +134,7 @@ class Database:
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 connect_args={"check_same_thread": False},
+                pool_reset_on_return=None,  # every use ends in an explicit commit or rollback
             )
             event.listen(self._sqlite, "connect", _sqlite_pragmas(sqlite_synchronous))
             event.listen(self._sqlite, "begin", _sqlite_begin)

@@ -6,6 +6,10 @@
     resource_compartment  Patient compartment membership (who may see a resource)
     conditional_key       unique (type, criteria hash): makes conditional create race-free
 
+The small key-only tables are WITHOUT ROWID on SQLite: the row lives in the key's b-tree, so a
+write touches one structure fewer. (Not `resource`: its rows are large, which SQLite advises
+against for WITHOUT ROWID.)
+
 Content is FHIR JSON: JSONB on PostgreSQL, JSON text on SQLite. The column type passes text
 through untouched in both directions so the read path serves stored bytes without parsing them.
 """
@@ -118,6 +122,7 @@ resource_compartment = Table(
     Column("res_type", String(64), primary_key=True),
     Column("res_id", String(64), primary_key=True),
     Index(None, "res_type", "res_id"),
+    sqlite_with_rowid=False,
 )
 
 conditional_key = Table(
@@ -127,4 +132,5 @@ conditional_key = Table(
     Column("key_hash", String(64), primary_key=True),
     Column("res_id", String(64), nullable=False),
     Index(None, "res_type", "res_id"),
+    sqlite_with_rowid=False,
 )

@@ -76,6 +76,7 @@ def upgrade() -> None:
         sa.Column("res_type", sa.String(64), nullable=False),
         sa.Column("res_id", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("patient_id", "res_type", "res_id", name="pk_resource_compartment"),
+        sqlite_with_rowid=False,
     )
     op.create_index(
         "ix_resource_compartment_res_type_res_id", "resource_compartment", ["res_type", "res_id"]
@@ -87,6 +88,7 @@ def upgrade() -> None:
         sa.Column("key_hash", sa.String(64), nullable=False),
         sa.Column("res_id", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("res_type", "key_hash", name="pk_conditional_key"),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_conditional_key_res_type_res_id", "conditional_key", ["res_type", "res_id"])
 

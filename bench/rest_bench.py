@@ -9,9 +9,12 @@ By default it starts its own server (`dxf-bridge migrate`, then `dxf-bridge serv
 1. polls GET /healthz until the server answers;
 2. creates --patients synthetic Patients, one POST at a time over one keep-alive connection,
    and reports creates per second;
-3. measures GET /healthz latency (the HTTP + framework floor, for comparison);
+3. measures two reference GETs over the same connection: /.well-known/jwks.json (no token,
+   no database: the HTTP + framework floor) and /healthz (no token, one `SELECT 1`);
 4. after a warm-up, measures --reads GET /fhir/Patient/{id} of random loaded ids, one at a
-   time over one keep-alive connection: p50, p90, p99, mean;
+   time over one keep-alive connection: p50, p90, p99, mean; then --stdlib-reads more with the
+   stdlib http.client, whose per-request cost is far below httpx's, to show how much of the
+   latency is the client's;
 5. reads the server's VmRSS from /proc/<pid>/status after loading, after the reads, and after
    --idle-seconds of idleness, plus the server's CPU time per request from /proc/<pid>/stat.
 
@@ -21,7 +24,10 @@ Options:
                        so it must be empty or already at this schema.
   --url URL            benchmark an already-running server (loopback only); needs --token,
                        and --server-pid for memory/CPU figures.
-  --json FILE          also write the results as JSON.
+  --json FILE          also write the results as JSON (bench/results/ is git-ignored).
+
+The spawned server inherits the environment, so PYTHONPATH=/some/checkout benchmarks another
+tree of the code with this script.
 
 All patients are synthetic (random names, random identifiers); nothing leaves 127.0.0.1.
 Run it with `make bench` or `.venv/bin/python bench/rest_bench.py --help`.
@@ -65,7 +71,7 @@ TARGETS = {
 
 # ---- synthetic data ---------------------------------------------------------------------------
 
-_SYLLABLES = "ka lo mi ne ru sa ti vo ze ba do fe gi ha ju".split()
+_SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "ba", "do", "fe", "gi", "ha")
 
 
 def _word(rng: random.Random, lo: int = 2, hi: int = 4) -> str:
@@ -83,7 +89,9 @@ def synthetic_patient(rng: random.Random) -> dict[str, Any]:
         "gender": rng.choice(["male", "female", "other", "unknown"]),
         "birthDate": f"{rng.randint(1930, 2020)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
         "telecom": [{"system": "phone", "value": f"555-01{rng.randint(0, 99):02d}", "use": "home"}],
-        "address": [{"city": _word(rng), "state": "CA", "postalCode": f"9{rng.randint(0, 9999):04d}"}],
+        "address": [
+            {"city": _word(rng), "state": "CA", "postalCode": f"9{rng.randint(0, 9999):04d}"}
+        ],
     }
 
 
@@ -263,6 +271,7 @@ def wait_ready(client: httpx.Client, server: SpawnedServer | None) -> float:
 class Results:
     meta: dict[str, Any] = field(default_factory=dict)
     create: dict[str, Any] = field(default_factory=dict)
+    floor: dict[str, Any] = field(default_factory=dict)
     healthz: dict[str, Any] = field(default_factory=dict)
     read: dict[str, Any] = field(default_factory=dict)
     read_stdlib: dict[str, Any] = field(default_factory=dict)
@@ -282,9 +291,7 @@ def load_patients(
         resp = client.post("/fhir/Patient", content=body, headers=headers)
         latencies.append((time.perf_counter() - t0) * 1000.0)
         if resp.status_code != 201:
-            raise SystemExit(
-                f"create #{i} returned {resp.status_code}: {resp.text[:500]}"
-            )
+            raise SystemExit(f"create #{i} returned {resp.status_code}: {resp.text[:500]}")
         ids.append(resp.json()["id"])
         if (i + 1) % 2000 == 0:
             rate = (i + 1) / (time.perf_counter() - started)
@@ -365,7 +372,9 @@ def run(args: argparse.Namespace) -> Results:
         if host not in LOOPBACK_HOSTS:
             raise SystemExit(f"--url must point at a loopback address, not {host!r}")
         if not args.token:
-            raise SystemExit("--url needs --token (e.g. from `dxf-bridge token --scope system/*.cruds`)")
+            raise SystemExit(
+                "--url needs --token (e.g. from `dxf-bridge token --scope system/*.cruds`)"
+            )
         base_url = args.url.rstrip("/")
         if base_url.endswith("/fhir"):
             base_url = base_url[: -len("/fhir")]
@@ -382,7 +391,9 @@ def run(args: argparse.Namespace) -> Results:
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         with httpx.Client(base_url=base_url, limits=limits, timeout=30.0) as client:
             ready_s = wait_ready(client, server)
-            token = args.token or (server.run_cli("token", "--scope", "system/*.cruds") if server else "")
+            token = args.token or (
+                server.run_cli("token", "--scope", "system/*.cruds") if server else ""
+            )
             auth = {"Authorization": f"Bearer {token}"}
             rss_start = rss_mib(pid)
 
@@ -409,7 +420,10 @@ def run(args: argparse.Namespace) -> Results:
             rss_after_load = rss_mib(pid)
 
             get_headers = {**auth, "Accept": FHIR_JSON}
-            print("measuring /healthz and reads ...", file=sys.stderr, flush=True)
+            print("measuring reference GETs and reads ...", file=sys.stderr, flush=True)
+            jwks = "/.well-known/jwks.json"
+            timed_gets(client, [jwks] * min(args.warmup, 500), {}, pid)
+            res.floor = timed_gets(client, [jwks] * args.healthz, {}, pid)
             timed_gets(client, ["/healthz"] * min(args.warmup, 500), {}, pid)
             res.healthz = timed_gets(client, ["/healthz"] * args.healthz, {}, pid)
 
@@ -477,6 +491,10 @@ def _fmt(value: float | None, spec: str = ",.2f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _p50_p99(stats: dict[str, Any]) -> str:
+    return f"{_fmt(stats['p50_ms'], '.3f')} / {_fmt(stats['p99_ms'], '.3f')}"
+
+
 def _verdict(value: float | None, target: float, higher_is_better: bool) -> str:
     if value is None:
         return "n/a"
@@ -485,35 +503,64 @@ def _verdict(value: float | None, target: float, higher_is_better: bool) -> str:
 
 
 def report(res: Results) -> str:
-    c, r, h, m = res.create, res.read, res.healthz, res.memory
+    c, r, h, f, m = res.create, res.read, res.healthz, res.floor, res.memory
     idle = m.get("rss_mib_idle")
     rows = [
-        ("create throughput (resources/s)", _fmt(c["per_s"], ",.0f"), ">= 1,000",
-         _verdict(c["per_s"], TARGETS["create_per_s"], True)),
-        ("create latency p50 / p99 (ms)",
-         f"{_fmt(c['latency']['p50_ms'])} / {_fmt(c['latency']['p99_ms'])}", "", ""),
-        ("read p50 (ms)", _fmt(r["p50_ms"], ".3f"), "<= 1",
-         _verdict(r["p50_ms"], TARGETS["read_p50_ms"], False)),
+        (
+            "create throughput (resources/s)",
+            _fmt(c["per_s"], ",.0f"),
+            ">= 1,000",
+            _verdict(c["per_s"], TARGETS["create_per_s"], True),
+        ),
+        (
+            "create latency p50 / p99 (ms)",
+            f"{_fmt(c['latency']['p50_ms'])} / {_fmt(c['latency']['p99_ms'])}",
+            "",
+            "",
+        ),
+        (
+            "read p50 (ms)",
+            _fmt(r["p50_ms"], ".3f"),
+            "<= 1",
+            _verdict(r["p50_ms"], TARGETS["read_p50_ms"], False),
+        ),
         ("read p90 (ms)", _fmt(r["p90_ms"], ".3f"), "", ""),
-        ("read p99 (ms)", _fmt(r["p99_ms"], ".3f"), "<= 5",
-         _verdict(r["p99_ms"], TARGETS["read_p99_ms"], False)),
+        (
+            "read p99 (ms)",
+            _fmt(r["p99_ms"], ".3f"),
+            "<= 5",
+            _verdict(r["p99_ms"], TARGETS["read_p99_ms"], False),
+        ),
         ("read mean (ms)", _fmt(r["mean_ms"], ".3f"), "", ""),
         ("read throughput (req/s)", _fmt(r["per_s"], ",.0f"), "", ""),
         *(
-            [("read p50 / p99 via stdlib http.client (ms)",
-              f"{_fmt(res.read_stdlib['p50_ms'], '.3f')} / {_fmt(res.read_stdlib['p99_ms'], '.3f')}",
-              "(less client cost)", "")]
-            if res.read_stdlib else []
+            [("read p50 / p99 via stdlib http.client (ms)", _p50_p99(sr), "(less client cost)", "")]
+            if (sr := res.read_stdlib)
+            else []
         ),
-        ("GET /healthz p50 / p99 (ms)",
-         f"{_fmt(h['p50_ms'], '.3f')} / {_fmt(h['p99_ms'], '.3f')}", "(floor)", ""),
-        ("server CPU per create / read / healthz (ms)",
-         " / ".join(_fmt(x.get("server_cpu_ms_per_request"), ".3f") for x in (c, r, h)), "", ""),
-        ("RSS after start / load / reads (MiB)",
-         " / ".join(_fmt(m.get(k), ".1f") for k in
-                    ("rss_mib_after_start", "rss_mib_after_load", "rss_mib_after_reads")), "", ""),
-        (f"idle RSS after {m.get('idle_seconds', 0):g} s (MiB)", _fmt(idle, ".1f"), "<= 150",
-         _verdict(idle, TARGETS["idle_rss_mib"], False)),
+        ("GET /.well-known/jwks.json p50 / p99 (ms)", _p50_p99(f), "(HTTP floor)", ""),
+        ("GET /healthz p50 / p99 (ms)", _p50_p99(h), "(+ SELECT 1)", ""),
+        (
+            "server CPU per create / read / jwks / healthz (ms)",
+            " / ".join(_fmt(x.get("server_cpu_ms_per_request"), ".3f") for x in (c, r, f, h)),
+            "",
+            "",
+        ),
+        (
+            "RSS after start / load / reads (MiB)",
+            " / ".join(
+                _fmt(m.get(k), ".1f")
+                for k in ("rss_mib_after_start", "rss_mib_after_load", "rss_mib_after_reads")
+            ),
+            "",
+            "",
+        ),
+        (
+            f"idle RSS after {m.get('idle_seconds', 0):g} s (MiB)",
+            _fmt(idle, ".1f"),
+            "<= 150",
+            _verdict(idle, TARGETS["idle_rss_mib"], False),
+        ),
     ]
     meta = res.meta
     head = (
@@ -526,11 +573,22 @@ def report(res: Results) -> str:
     if max(load) > 0.5 * (meta["machine"].get("nproc") or 1):
         head += "  (other work was running: expect noisy numbers)"
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    widths = [max(w, len(t)) for w, t in zip(widths, ("metric", "value", "target", "verdict"))]
+    widths = [
+        max(w, len(t))
+        for w, t in zip(widths, ("metric", "value", "target", "verdict"), strict=True)
+    ]
     line = "  ".join("-" * w for w in widths)
-    out = [head, "", "  ".join(t.ljust(w) for t, w in
-                                zip(("metric", "value", "target", "verdict"), widths)), line]
-    out += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    out = [
+        head,
+        "",
+        "  ".join(
+            t.ljust(w)
+            for t, w in zip(("metric", "value", "target", "verdict"), widths, strict=True)
+        ),
+        line,
+    ]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    out = [line.rstrip() for line in out]
     return "\n".join(out)
 
 
@@ -541,16 +599,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patients", type=int, default=10_000, help="Patients to create (10000)")
     p.add_argument("--reads", type=int, default=5_000, help="timed random reads (5000)")
     p.add_argument("--warmup", type=int, default=1_000, help="untimed reads first (1000)")
-    p.add_argument("--stdlib-reads", type=int, default=2_000,
-                   help="timed reads with http.client too, to show client overhead (2000; 0=off)")
-    p.add_argument("--healthz", type=int, default=2_000, help="timed GET /healthz (2000)")
+    p.add_argument(
+        "--stdlib-reads",
+        type=int,
+        default=2_000,
+        help="timed reads with http.client too, to show client overhead (2000; 0=off)",
+    )
+    p.add_argument(
+        "--healthz", type=int, default=2_000, help="timed GETs of each reference endpoint (2000)"
+    )
     p.add_argument("--database-url", help="database for the spawned server (default: temp SQLite)")
     p.add_argument("--url", help="benchmark an already-running server at this loopback URL")
     p.add_argument("--token", help="bearer token (required with --url; minted otherwise)")
     p.add_argument("--server-pid", type=int, help="with --url: the server pid, for RSS/CPU")
     p.add_argument("--idle-seconds", type=float, default=5.0, help="idle before the last RSS (5)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                   help="DXF_LOG_LEVEL of the spawned server (INFO, the default config)")
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="DXF_LOG_LEVEL of the spawned server (INFO, the default config)",
+    )
     p.add_argument("--seed", type=int, default=20240601, help="random seed for data and read order")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (db, log)")

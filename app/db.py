@@ -146,6 +146,8 @@ class Database:
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
             )
             event.listen(self.engine.sync_engine, "connect", _raw_jsonb_codec)
+            # one-statement reads need no BEGIN/ROLLBACK round trips around them
+            self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def is_sqlite(self) -> bool:
@@ -191,7 +193,7 @@ class Database:
             if self._point_reader is None:
                 self._point_reader = _open_point_reader(self._point_path)
             return statement.run_sqlite(self._point_reader, params).first()
-        async with self.engine.connect() as conn:
+        async with self._autocommit.connect() as conn:
             return (await conn.execute(statement.statement, params)).first()
 
     async def _begin_immediate(self, conn: Connection) -> Any:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import Any
 
 import orjson
 
-__all__ = ["configure_logging"]
+__all__ = ["access_log", "configure_logging"]
+
+_access_stream: Any = None  # set by configure_logging: where access lines go directly
 
 
 class _JsonFormatter(logging.Formatter):
@@ -27,9 +30,38 @@ class _JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
+    global _access_stream
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter())
     root = logging.getLogger("dxf")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    _access_stream = sys.stderr if root.isEnabledFor(logging.INFO) else None
+
+
+_access_logger = logging.getLogger("dxf.http")
+
+
+def access_log(*, request_id: str, method: str, route: str, status: int, started: float) -> None:
+    """One line per request. With configure_logging's JSON output it is written directly (a
+    LogRecord per request costs as much as a point read); otherwise it goes through logging."""
+    ms = round((time.perf_counter() - started) * 1000, 2)
+    fields = {
+        "request_id": request_id,
+        "method": method,
+        "route": route,
+        "status": status,
+        "ms": ms,
+    }
+    if _access_stream is not None:
+        line = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+            "level": "info",
+            "logger": "dxf.http",
+            "msg": "request",
+            **fields,
+        }
+        _access_stream.write(orjson.dumps(line).decode() + "\n")
+    elif _access_logger.isEnabledFor(logging.INFO):
+        _access_logger.info("request", extra=fields)

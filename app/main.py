@@ -29,6 +29,7 @@ from app.errors import (
 )
 from app.fhir.rest.negotiation import fhir_response
 from app.fhir.rest.router import FhirRouter, render_error
+from app.logging import access_log
 from app.settings import Settings
 
 __all__ = ["create_app"]
@@ -192,15 +193,11 @@ class RequestLogMiddleware:
                 exc, request_id, started_response=response_started, send=send_wrapper
             )
         finally:
-            if log.isEnabledFor(logging.INFO):
-                route = scope.get("dxf.route") or getattr(scope.get("route"), "path", None)
-                log.info(
-                    "request",
-                    extra={
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "route": route or "(unrouted)",
-                        "status": status,
-                        "ms": round((time.perf_counter() - started) * 1000, 2),
-                    },
-                )
+            route = scope.get("dxf.route") or getattr(scope.get("route"), "path", None)
+            access_log(
+                request_id=request_id,
+                method=scope["method"],
+                route=route or "(unrouted)",
+                status=status,
+                started=started,
+            )

@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
 
 import orjson
 
 __all__ = ["access_log", "configure_logging"]
 
-_access_stream: Any = None  # set by configure_logging: where access lines go directly
+_access_direct = False  # set by configure_logging: access lines go straight to stderr
 
 
 class _JsonFormatter(logging.Formatter):
@@ -30,14 +29,14 @@ class _JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    global _access_stream
+    global _access_direct
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter())
     root = logging.getLogger("dxf")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-    _access_stream = sys.stderr if root.isEnabledFor(logging.INFO) else None
+    _access_direct = root.isEnabledFor(logging.INFO)
 
 
 _access_logger = logging.getLogger("dxf.http")
@@ -54,7 +53,7 @@ def access_log(*, request_id: str, method: str, route: str, status: int, started
         "status": status,
         "ms": ms,
     }
-    if _access_stream is not None:
+    if _access_direct:
         line = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
             "level": "info",
@@ -62,6 +61,6 @@ def access_log(*, request_id: str, method: str, route: str, status: int, started
             "msg": "request",
             **fields,
         }
-        _access_stream.write(orjson.dumps(line).decode() + "\n")
+        sys.stderr.write(orjson.dumps(line).decode() + "\n")
     elif _access_logger.isEnabledFor(logging.INFO):
         _access_logger.info("request", extra=fields)

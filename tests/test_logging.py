@@ -15,7 +15,7 @@ from app import logging as dxf_logging
 def configured(capsys):
     dxf_logging.configure_logging("INFO")
     yield capsys
-    dxf_logging._access_stream = None
+    dxf_logging._access_direct = False
     logging.getLogger("dxf").handlers[:] = []
     logging.getLogger("dxf").propagate = True
     logging.getLogger("dxf").setLevel(logging.NOTSET)

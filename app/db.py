@@ -25,8 +25,10 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import asyncpg
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
@@ -89,6 +91,25 @@ def _private_file(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+async def _install_raw_jsonb(conn: Any) -> None:
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_jsonb_encode, decoder=_jsonb_decode, format="binary"
+    )
+
+
+def _jsonb_encode(value: str | bytes) -> bytes:
+    return b"\x01" + (value.encode() if isinstance(value, str) else value)
+
+
+def _jsonb_decode(value: bytes) -> bytes:
+    return value[1:]
+
+
+def _asyncpg_dsn(url: str) -> str:
+    """The SQLAlchemy URL as a DSN asyncpg accepts (no driver name)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _raw_jsonb_codec(dbapi_conn: Any, _record: Any) -> None:
     """Make asyncpg hand JSONB over as the bytes PostgreSQL sent, not as parsed objects.
 
@@ -96,18 +117,7 @@ def _raw_jsonb_codec(dbapi_conn: Any, _record: Any) -> None:
     json.loads every value. Binary jsonb is a version byte (1) followed by the JSON text.
     """
 
-    def encode(value: str | bytes) -> bytes:
-        return b"\x01" + (value.encode() if isinstance(value, str) else value)
-
-    def decode(value: bytes) -> bytes:
-        return value[1:]
-
-    async def install(conn: Any) -> None:
-        await conn.set_type_codec(
-            "jsonb", schema="pg_catalog", encoder=encode, decoder=decode, format="binary"
-        )
-
-    dbapi_conn.run_async(install)
+    dbapi_conn.run_async(_install_raw_jsonb)
 
 
 def _is_locked(exc: OperationalError) -> bool:
@@ -146,8 +156,10 @@ class Database:
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
             )
             event.listen(self.engine.sync_engine, "connect", _raw_jsonb_codec)
-            # one-statement reads need no BEGIN/ROLLBACK round trips around them
-            self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            # one-statement reads go straight to asyncpg: one round trip, no BEGIN/ROLLBACK
+            # and no per-call SQLAlchemy execution set-up (see fetch_one)
+            self._point_pool: asyncpg.Pool | None = None
+            self._point_pool_size = max(2, pool_size // 2)
 
     @property
     def is_sqlite(self) -> bool:
@@ -193,8 +205,20 @@ class Database:
             if self._point_reader is None:
                 self._point_reader = _open_point_reader(self._point_path)
             return statement.run_sqlite(self._point_reader, params).first()
-        async with self._autocommit.connect() as conn:
-            return (await conn.execute(statement.statement, params)).first()
+        if self._point_pool is None:
+            self._point_pool = await asyncpg.create_pool(
+                _asyncpg_dsn(self.url),
+                min_size=1,
+                max_size=self._point_pool_size,
+                init=_install_raw_jsonb,
+            )
+        record = await self._point_pool.fetchrow(
+            statement.pg_sql, *[params[name] for name in statement.pg_param_names]
+        )
+        if record is None:
+            return None
+        row = tuple(record)
+        return statement.row_type(*row) if statement.row_type else row
 
     async def _begin_immediate(self, conn: Connection) -> Any:
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
@@ -209,6 +233,9 @@ class Database:
             delay = min(delay * 2, 0.05)
 
     async def dispose(self) -> None:
+        if not self.is_sqlite and self._point_pool is not None:
+            await self._point_pool.close()
+            self._point_pool = None
         if self.is_sqlite:
             if self._point_reader is not None:
                 self._point_reader.close()
@@ -237,6 +264,9 @@ class Prepared:
             compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             for name in self.param_names
         ]
+        pg = statement.compile(dialect=asyncpg_dialect.dialect(), column_keys=column_keys)
+        self.pg_sql = str(pg)
+        self.pg_param_names = list(pg.positiontup or [])
         columns = list(getattr(statement, "selected_columns", []))
         self.row_type: Any = (
             namedtuple("Row", [c.key for c in columns], rename=True) if columns else None  # noqa: PYI024

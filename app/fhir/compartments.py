@@ -80,6 +80,7 @@ PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
     "Specimen": ("subject",),
     "SupplyDelivery": ("patient",),
     "SupplyRequest": ("deliverTo",),
+    "Task": ("for", "focus"),
     "VisionPrescription": ("patient",),
 }
 

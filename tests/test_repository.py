@@ -20,12 +20,15 @@ def repo(db):
 
 async def test_read_returns_stored_json_without_validation(repo, monkeypatch):
     written = (await repo.create("Patient", patient("r1"))).resource
-    import app.store.repository as module
+    import app.fhir.models
+    import app.store.writes
 
     def _boom(_resource):
         raise AssertionError("the read path must not build a model")
 
-    monkeypatch.setattr(module, "validate_resource", _boom)
+    monkeypatch.setattr(app.store.writes, "validate_resource", _boom)
+    monkeypatch.setattr(app.fhir.models, "validate_resource", _boom)
+    monkeypatch.setattr(app.fhir.models, "_model", _boom)
     got = await repo.read("Patient", written.id)
     assert isinstance(got.content, bytes)
     assert orjson.loads(got.content) == orjson.loads(written.content)

@@ -1,0 +1,154 @@
+"""Statements the repository runs on every request, built once (see app.db.Prepared), and the
+small query helpers shared by reads and writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, delete, exists, insert, select, update
+
+from app.db import DbConnection, Prepared
+from app.errors import Gone, NotFound
+from app.store.base import StoredResource, aware
+from app.store.tables import (
+    conditional_key,
+    resource,
+    resource_compartment,
+    resource_history,
+    spidx_token,
+)
+
+# The read statements are built once: constructing a select costs more than running it.
+_r = resource.c
+_rc = resource_compartment.c
+READ = select(_r.res_type, _r.res_id, _r.version, _r.last_updated, _r.deleted, _r.content).where(
+    _r.res_type == bindparam("rtype"), _r.res_id == bindparam("rid")
+)
+READ_IN_COMPARTMENT = READ.where(
+    exists(
+        select(1).where(
+            _rc.patient_id == bindparam("patient"),
+            _rc.res_type == _r.res_type,
+            _rc.res_id == _r.res_id,
+        )
+    )
+)
+
+
+CURRENT = Prepared(
+    select(_r.version, _r.deleted).where(
+        _r.res_type == bindparam("rtype"), _r.res_id == bindparam("rid")
+    )
+)
+SET_VERSION = Prepared(
+    update(resource)
+    .where(
+        _r.res_type == bindparam("rtype"),
+        _r.res_id == bindparam("rid"),
+        _r.version == bindparam("old"),
+    )
+    .values(
+        version=bindparam("new_version"),
+        last_updated=bindparam("new_updated"),
+        deleted=bindparam("new_deleted"),
+        content=bindparam("new_content", type_=resource.c.content.type),
+    )
+)
+INSERT_RESOURCE = Prepared(insert(resource))
+INSERT_HISTORY = Prepared(
+    insert(resource_history),
+    ["res_type", "res_id", "version", "last_updated", "method", "content"],
+)
+INSERT_TOKEN = Prepared(insert(spidx_token), ["res_type", "res_id", "param", "system", "value"])
+INSERT_COMPARTMENT = Prepared(insert(resource_compartment))
+DROP_TOKENS = Prepared(
+    delete(spidx_token).where(
+        spidx_token.c.res_type == bindparam("rtype"), spidx_token.c.res_id == bindparam("rid")
+    )
+)
+DROP_COMPARTMENT = Prepared(
+    delete(resource_compartment).where(
+        _rc.res_type == bindparam("rtype"), _rc.res_id == bindparam("rid")
+    )
+)
+DROP_KEYS_OF = Prepared(
+    delete(conditional_key).where(
+        conditional_key.c.res_type == bindparam("rtype"),
+        conditional_key.c.res_id == bindparam("rid"),
+    )
+)
+IN_COMPARTMENT = Prepared(
+    select(_rc.patient_id).where(
+        _rc.patient_id == bindparam("patient"),
+        _rc.res_type == bindparam("rtype"),
+        _rc.res_id == bindparam("rid"),
+    )
+)
+
+
+def key(resource_type: str, resource_id: str) -> dict[str, str]:
+    return {"rtype": resource_type, "rid": resource_id}
+
+
+POINT_READ = Prepared(READ)
+POINT_READ_IN_COMPARTMENT = Prepared(READ_IN_COMPARTMENT)
+
+
+async def read_current(
+    conn: DbConnection, resource_type: str, resource_id: str, patient: str | None
+) -> StoredResource:
+    params = {"rtype": resource_type, "rid": resource_id}
+    if patient:
+        row = (await conn.execute(READ_IN_COMPARTMENT, {**params, "patient": patient})).first()
+    else:
+        row = (await conn.execute(READ, params)).first()
+    return current_row(resource_type, resource_id, tuple(row) if row is not None else None)
+
+
+def current_row(
+    resource_type: str, resource_id: str, row: tuple[Any, ...] | None
+) -> StoredResource:
+    """A row of READ -> the current version, or 404/410."""
+    if row is None:
+        raise not_found(resource_type, resource_id)
+    _type, _id, version, last_updated, deleted, content = row
+    if deleted:
+        raise Gone(f"{resource_type}/{resource_id} was deleted", headers={"ETag": f'W/"{version}"'})
+    return StoredResource(
+        resource_type,
+        resource_id,
+        version,
+        aware(last_updated),
+        content.encode() if isinstance(content, str) else content,
+    )
+
+
+def stored_row(row: Any) -> StoredResource:
+    content = row.content
+    return StoredResource(
+        row.res_type,
+        row.res_id,
+        row.version,
+        aware(row.last_updated),
+        content.encode() if isinstance(content, str) else content,
+    )
+
+
+def compartment_exists(patient: str, type_col: Any, id_col: Any) -> Any:
+    c = resource_compartment.c
+    return exists(
+        select(1).where(c.patient_id == patient, c.res_type == type_col, c.res_id == id_col)
+    )
+
+
+async def in_compartment(
+    conn: DbConnection, patient: str, resource_type: str, resource_id: str
+) -> bool:
+    row = await conn.execute(
+        IN_COMPARTMENT, {"patient": patient, **key(resource_type, resource_id)}
+    )
+    return row.first() is not None
+
+
+def not_found(resource_type: str, resource_id: str) -> NotFound:
+    return NotFound(f"{resource_type}/{resource_id} is not known")

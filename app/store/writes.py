@@ -1,0 +1,355 @@
+"""Writes inside one transaction: create, update, conditional update, delete.
+
+See app.store.repository for the guarantees (versions by compare-and-set, index and compartment
+rows in the same transaction, race-free conditional create) and the access rules.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from app.db import DbConnection
+from app.errors import Conflict, Forbidden, Invalid, PreconditionFailed
+from app.fhir.compartments import patient_ids_of
+from app.fhir.models import validate_resource
+from app.fhir.search.criteria import Criteria
+from app.fhir.search.extract import token_rows
+from app.store import statements as q
+from app.store.base import StoredResource, WriteResult, format_instant
+from app.store.base import new_id as make_id
+from app.store.tables import conditional_key, resource
+
+if TYPE_CHECKING:
+    from app.store.repository import FhirRepository
+
+__all__ = ["WriteSession"]
+
+_MAX_RETRIES = 20
+
+
+class WriteSession:
+    """Writes inside one open transaction (see FhirRepository.transaction)."""
+
+    def __init__(self, repo: FhirRepository, conn: DbConnection) -> None:
+        self.repo = repo
+        self.conn = conn
+        self.now = repo.clock()
+
+    async def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        patient = self.repo.policy.restriction(resource_type, "r")
+        return await q.read_current(self.conn, resource_type, resource_id, patient)
+
+    async def match(self, criteria: Criteria, *, permission: str = "s") -> list[str]:
+        """Ids of the live resources matching `criteria` that the policy lets the caller see."""
+        patient = self.repo.policy.restriction(criteria.resource_type, permission)
+        r = resource.c
+        conds = [r.res_type == criteria.resource_type, r.deleted.is_(False), criteria.where()]
+        if patient:
+            conds.append(q.compartment_exists(patient, r.res_type, r.res_id))
+        rows = await self.conn.execute(select(r.res_id).where(*conds).limit(2))
+        return [row.res_id for row in rows]
+
+    async def create(
+        self,
+        resource_type: str,
+        body: dict[str, Any],
+        *,
+        if_none_exist: Criteria | None = None,
+        resource_id: str | None = None,
+    ) -> WriteResult:
+        patient = self.repo.policy.restriction(resource_type, "c")
+        self._check_body(resource_type, body)
+        if patient and patient not in patient_ids_of(body, self.repo.base_url):
+            raise Forbidden(f"the new {resource_type} is outside Patient/{patient}'s compartment")
+        new_id = resource_id or make_id()
+        if if_none_exist is None:
+            return WriteResult(await self._insert(resource_type, new_id, body), created=True)
+        for _ in range(_MAX_RETRIES):
+            existing = await self._single_match(if_none_exist, "If-None-Exist")
+            if existing is not None:
+                return WriteResult(await self.read(resource_type, existing), created=False)
+            key = if_none_exist.key_hash()
+            try:
+                async with self.conn.begin_nested():
+                    await self.conn.execute(
+                        insert(conditional_key).values(
+                            res_type=resource_type, key_hash=key, res_id=new_id
+                        )
+                    )
+            except IntegrityError:
+                # Another writer holds these criteria. Either its resource is now visible to the
+                # next match, or it no longer matches and the key is stale: drop it, try again.
+                if not await self.match(if_none_exist, permission="c"):
+                    await self.conn.execute(
+                        delete(conditional_key).where(
+                            conditional_key.c.res_type == resource_type,
+                            conditional_key.c.key_hash == key,
+                        )
+                    )
+                continue
+            return WriteResult(await self._insert(resource_type, new_id, body), created=True)
+        raise Conflict("conditional create did not settle under contention; retry the request")
+
+    async def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        body: dict[str, Any],
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        policy = self.repo.policy
+        patient = policy.restriction(resource_type, "u")
+        if body.get("id") != resource_id:
+            raise Invalid(
+                f"the resource id ({body.get('id')!r}) must match the URL's ({resource_id!r})"
+            )
+        self._check_body(resource_type, body)
+        if patient and patient not in patient_ids_of(body, self.repo.base_url):
+            raise Forbidden(f"the {resource_type} would be outside Patient/{patient}'s compartment")
+        for _ in range(_MAX_RETRIES):
+            current = (
+                await self.conn.execute(q.CURRENT, q.key(resource_type, resource_id))
+            ).first()
+            if current is None:
+                if if_match is not None:
+                    raise PreconditionFailed(
+                        f"If-Match given but {resource_type}/{resource_id} does not exist"
+                    )
+                policy.restriction(resource_type, "c")
+                try:
+                    async with self.conn.begin_nested():
+                        stored = await self._insert(resource_type, resource_id, body)
+                except IntegrityError:
+                    continue  # created concurrently: update it instead
+                return WriteResult(stored, created=True)
+            if if_match is not None and current.version != if_match:
+                raise PreconditionFailed(
+                    f"{resource_type}/{resource_id} is at version {current.version}, "
+                    f"not {if_match} (If-Match)"
+                )
+            if patient and not await q.in_compartment(
+                self.conn, patient, resource_type, resource_id
+            ):
+                raise Forbidden(f"{resource_type}/{resource_id} is outside the token's compartment")
+            stored = await self._replace(resource_type, resource_id, current.version, body)
+            if stored is not None:
+                return WriteResult(stored, created=bool(current.deleted))
+            if if_match is not None:
+                raise PreconditionFailed(f"{resource_type}/{resource_id} changed concurrently")
+        raise Conflict(f"{resource_type}/{resource_id} is being updated concurrently; retry")
+
+    async def conditional_update(
+        self, criteria: Criteria, body: dict[str, Any], *, if_match: int | None = None
+    ) -> WriteResult:
+        """PUT [type]?criteria: https://hl7.org/fhir/R4/http.html#cond-update"""
+        resource_type = criteria.resource_type
+        existing = await self._single_match(criteria, "conditional update")
+        if existing is None:
+            body_id = body.get("id")
+            if body_id is not None and not isinstance(body_id, str):
+                raise Invalid("resource id must be a string")
+            state = await self._state(resource_type, body_id) if body_id else None
+            if state == "live":
+                raise Conflict(
+                    f"no resource matches the criteria, but {resource_type}/{body_id} exists"
+                )
+            if state == "deleted" and body_id:
+                return await self.update(resource_type, body_id, body, if_match=if_match)
+            return await self.create(
+                resource_type, body, if_none_exist=criteria, resource_id=body_id or None
+            )
+        if body.get("id") not in (None, existing):
+            raise Invalid(
+                f"the resource id ({body.get('id')!r}) differs from the matched {existing!r}"
+            )
+        return await self.update(
+            resource_type, existing, {**body, "id": existing}, if_match=if_match
+        )
+
+    async def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        """Logical delete; returns the deletion version, or None if already deleted."""
+        patient = self.repo.policy.restriction(resource_type, "d")
+        for _ in range(_MAX_RETRIES):
+            current = (
+                await self.conn.execute(q.CURRENT, q.key(resource_type, resource_id))
+            ).first()
+            if patient and (
+                current is None
+                or not await q.in_compartment(self.conn, patient, resource_type, resource_id)
+            ):
+                raise Forbidden(f"{resource_type}/{resource_id} is outside the token's compartment")
+            if current is None:
+                raise q.not_found(resource_type, resource_id)
+            if current.deleted:
+                return None
+            version = current.version + 1
+            done = await self.conn.execute(
+                q.SET_VERSION,
+                {
+                    **q.key(resource_type, resource_id),
+                    "old": current.version,
+                    "new_version": version,
+                    "new_updated": self.now,
+                    "new_deleted": True,
+                    "new_content": None,
+                },
+            )
+            if done.rowcount != 1:
+                continue
+            await self._append_history(resource_type, resource_id, version, "DELETE", None)
+            await self._drop_index(resource_type, resource_id, keep_compartment=True)
+            await self.conn.execute(q.DROP_KEYS_OF, q.key(resource_type, resource_id))
+            return StoredResource(resource_type, resource_id, version, self.now, None)
+        raise Conflict(f"{resource_type}/{resource_id} is being updated concurrently; retry")
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _check_body(self, resource_type: str, body: dict[str, Any]) -> None:
+        if body.get("resourceType") != resource_type:
+            raise Invalid(
+                f"resourceType {body.get('resourceType')!r} differs from the URL's {resource_type}"
+            )
+        validate_resource(body)
+
+    async def _single_match(self, criteria: Criteria, what: str) -> str | None:
+        ids = await self.match(criteria, permission="s")
+        if len(ids) > 1:
+            raise PreconditionFailed(f"{what} criteria matched more than one resource")
+        if not ids:
+            # A match the caller may not see still blocks a conditional write.
+            r = resource.c
+            hidden = await self.conn.execute(
+                select(r.res_id)
+                .where(
+                    r.res_type == criteria.resource_type,
+                    r.deleted.is_(False),
+                    criteria.where(),
+                )
+                .limit(1)
+            )
+            if hidden.first() is not None:
+                raise Forbidden(f"{what} criteria matched a resource outside the token's access")
+        return ids[0] if ids else None
+
+    async def _state(self, resource_type: str, resource_id: str) -> str | None:
+        """'live', 'deleted', or None when the id was never used."""
+        r = resource.c
+        row = (
+            await self.conn.execute(
+                select(r.deleted).where(r.res_type == resource_type, r.res_id == resource_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        return "deleted" if row.deleted else "live"
+
+    def _stamp(self, body: dict[str, Any], resource_id: str, version: int) -> bytes:
+        meta = dict(body.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = format_instant(self.now)
+        stamped = {"resourceType": body["resourceType"], "id": resource_id}
+        stamped.update((k, v) for k, v in body.items() if k not in ("resourceType", "id", "meta"))
+        stamped["meta"] = meta
+        return orjson.dumps(stamped)
+
+    async def _insert(
+        self, resource_type: str, resource_id: str, body: dict[str, Any]
+    ) -> StoredResource:
+        content = self._stamp(body, resource_id, 1)
+        text = content.decode()
+        await self.conn.execute(
+            q.INSERT_RESOURCE,
+            {
+                "res_type": resource_type,
+                "res_id": resource_id,
+                "version": 1,
+                "last_updated": self.now,
+                "deleted": False,
+                "content": text,
+            },
+        )
+        await self._append_history(resource_type, resource_id, 1, "POST", text)
+        await self._write_index(resource_type, resource_id, body, fresh=True)
+        return StoredResource(resource_type, resource_id, 1, self.now, content)
+
+    async def _replace(
+        self, resource_type: str, resource_id: str, old_version: int, body: dict[str, Any]
+    ) -> StoredResource | None:
+        version = old_version + 1
+        content = self._stamp(body, resource_id, version)
+        text = content.decode()
+        done = await self.conn.execute(
+            q.SET_VERSION,
+            {
+                **q.key(resource_type, resource_id),
+                "old": old_version,
+                "new_version": version,
+                "new_updated": self.now,
+                "new_deleted": False,
+                "new_content": text,
+            },
+        )
+        if done.rowcount != 1:
+            return None
+        await self._append_history(resource_type, resource_id, version, "PUT", text)
+        await self._write_index(resource_type, resource_id, body, fresh=False)
+        return StoredResource(resource_type, resource_id, version, self.now, content)
+
+    async def _append_history(
+        self, resource_type: str, resource_id: str, version: int, method: str, text: str | None
+    ) -> None:
+        await self.conn.execute(
+            q.INSERT_HISTORY,
+            {
+                "res_type": resource_type,
+                "res_id": resource_id,
+                "version": version,
+                "last_updated": self.now,
+                "method": method,
+                "content": text,
+            },
+        )
+
+    async def _write_index(
+        self, resource_type: str, resource_id: str, body: dict[str, Any], *, fresh: bool
+    ) -> None:
+        if not fresh:
+            await self._drop_index(resource_type, resource_id, keep_compartment=False)
+        tokens = token_rows(body)
+        if tokens:
+            await self.conn.execute(
+                q.INSERT_TOKEN,
+                [
+                    {
+                        "res_type": resource_type,
+                        "res_id": resource_id,
+                        "param": p,
+                        "system": s,
+                        "value": v,
+                    }
+                    for p, s, v in tokens
+                ],
+            )
+        stamped = {**body, "id": resource_id}
+        patients = patient_ids_of(stamped, self.repo.base_url)
+        if patients:
+            await self.conn.execute(
+                q.INSERT_COMPARTMENT,
+                [
+                    {"patient_id": p, "res_type": resource_type, "res_id": resource_id}
+                    for p in sorted(patients)
+                ],
+            )
+
+    async def _drop_index(
+        self, resource_type: str, resource_id: str, *, keep_compartment: bool
+    ) -> None:
+        key = q.key(resource_type, resource_id)
+        await self.conn.execute(q.DROP_TOKENS, key)
+        if not keep_compartment:
+            await self.conn.execute(q.DROP_COMPARTMENT, key)

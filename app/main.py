@@ -128,9 +128,24 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _is_db_outage(exc: Exception) -> bool:
+    """SQLAlchemy's connection errors, and asyncpg's own from the point-read pool: lost
+    connections (class 08) and operator intervention (57: shutting down, starting up)."""
+    from asyncpg import InterfaceError as PgInterfaceError
+    from asyncpg import PostgresConnectionError
+    from asyncpg.exceptions import OperatorInterventionError
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    return isinstance(exc, (OperationalError, InterfaceError, ConnectionError))
+    return isinstance(
+        exc,
+        (
+            OperationalError,
+            InterfaceError,
+            ConnectionError,
+            PostgresConnectionError,
+            OperatorInterventionError,
+            PgInterfaceError,
+        ),
+    )
 
 
 async def _send_unexpected(

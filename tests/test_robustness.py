@@ -111,3 +111,16 @@ async def test_database_outage_is_503(client, auth, monkeypatch):
     r = await client.get("/Patient/abc", headers=auth)
     assert r.status_code == 503
     assert r.json()["issue"][0]["code"] == "transient"
+
+
+async def test_point_read_pool_outage_is_503(client, auth, monkeypatch):
+    import asyncpg
+
+    from app.db import Database
+
+    async def down(*_args, **_kwargs):
+        raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+
+    monkeypatch.setattr(Database, "fetch_one", down)
+    r = await client.get("/Patient/abc", headers=auth)
+    assert r.status_code == 503

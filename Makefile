@@ -30,8 +30,8 @@ run: install
 
 ## test: install with test extras and run the whole suite
 test: install-test
-	$(BIN)/ruff check app tests migrations bench
-	$(BIN)/ruff format --check app tests migrations bench
+	$(BIN)/ruff check app tests migrations bench scripts
+	$(BIN)/ruff format --check app tests migrations bench scripts
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -318,3 +318,44 @@ async def test_conditional_update_brings_back_deleted_body_id(client, auth):
 async def test_healthz_checks_the_database(client):
     r = await client.get("http://testserver/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+async def test_token_search_from_the_official_parameters(client, auth):
+    from tests.factories import observation
+
+    p = (await _create(client, auth, patient("tok1", gender="female", active=True))).json()
+    await _create(client, auth, patient("tok2", gender="male"))
+    obs = observation(p["id"], code="8867-4") | {
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                    }
+                ]
+            }
+        ]
+    }
+    o = (await _create(client, auth, obs)).json()
+    await _create(client, auth, observation(p["id"], code="718-7"))
+    cat = "http://terminology.hl7.org/CodeSystem/observation-category"
+    for query, expect in [
+        ("Patient?gender=female", {p["id"]}),
+        ("Patient?active=true", {p["id"]}),
+        ("Observation?code=http://loinc.org|8867-4", {o["id"]}),
+        (f"Observation?category={cat}|vital-signs", {o["id"]}),
+        ("Observation?category=vital-signs&code=8867-4", {o["id"]}),
+        ("Observation?code=8867-4,718-7&status=final", None),
+    ]:
+        bundle = (await client.get(f"/{query}", headers=auth)).json()
+        got = {e["resource"]["id"] for e in bundle.get("entry", [])}
+        if expect is None:
+            assert len(got) == 2, query
+        else:
+            assert got == expect, query
+    cs = (await client.get("/metadata")).json()
+    obs_params = next(r for r in cs["rest"][0]["resource"] if r["type"] == "Observation")
+    names = {p["name"] for p in obs_params["searchParam"]}
+    assert {"code", "category", "status", "_id", "identifier", "_tag"} <= names
+    assert "subject" not in names  # reference search is not served yet, so not claimed

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from app.errors import Issue, Unprocessable
 
-__all__ = ["RESOURCE_TYPES", "has_element", "validate_resource"]
+__all__ = ["RESOURCE_TYPES", "validate_resource"]
 
 # FHIR R4 resource types (https://hl7.org/fhir/R4/resourcelist.html) that also exist in R4B.
 # Parameters and OperationOutcome are exchanged, never stored, so they have no REST endpoint.
@@ -51,12 +51,6 @@ RESOURCE_TYPES: frozenset[str] = frozenset(_R4_TYPES)
 @cache
 def _model(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
-
-
-def has_element(resource_type: str, element: str) -> bool:
-    """Whether `resource_type` defines a top-level element named `element`."""
-    fields = _model(resource_type).model_fields
-    return element in fields or f"{element}__ext" in fields
 
 
 def validate_resource(resource: dict[str, Any]) -> None:

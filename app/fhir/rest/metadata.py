@@ -13,8 +13,8 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from app import __version__
-from app.fhir.models import RESOURCE_TYPES, has_element
-from app.fhir.search.criteria import SEARCH_PARAMS
+from app.fhir.models import RESOURCE_TYPES
+from app.fhir.search.criteria import search_params
 from app.settings import Settings
 
 __all__ = ["capability_statement"]
@@ -33,10 +33,6 @@ _TYPE_ORDER = (
     "search-type",
 )
 _SYSTEM_ORDER = ("transaction", "batch", "search-system", "history-system")
-_PARAM_DOCS = {
-    "_id": "Logical id of this artifact",
-    "identifier": "A business identifier of the resource (system|value)",
-}
 
 
 class _Route(Protocol):
@@ -70,9 +66,7 @@ def _statement(served: frozenset[tuple[str, str]], fhir_base: str) -> dict[str, 
         }
         if "search-type" in codes:
             entry["searchParam"] = [
-                {"name": name, "type": kind, "documentation": _PARAM_DOCS.get(name, name)}
-                for name, kind in SEARCH_PARAMS.items()
-                if name.startswith("_") or has_element(rtype, name)
+                {"name": name, "type": kind} for name, kind in search_params(rtype).items()
             ]
         resources.append(entry)
     rest: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """Search criteria: a query string parsed into typed, normalised conditions and compiled to SQL.
 
-Supports what conditional interactions and the basic type search need today: `_id` and the
-token parameter `identifier` in all four forms of https://hl7.org/fhir/R4/search.html#token
+Supports `_id` and the token parameters of each type (from the official definitions, see
+extract.py) in all four forms of https://hl7.org/fhir/R4/search.html#token
 (`system|code`, `|code`, `system|`, `code`), OR with `,` (with `\\,` escaping) and AND by
 repeating a parameter. Anything else is refused by name, never silently ignored.
 """
@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cache
 from urllib.parse import parse_qsl
 
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 
 from app.errors import Invalid
+from app.fhir.search.extract import token_params
 from app.store.tables import resource, spidx_token
 
-__all__ = ["Criteria", "Criterion", "TokenValue", "parse_criteria", "SEARCH_PARAMS"]
+__all__ = ["Criteria", "Criterion", "TokenValue", "parse_criteria", "search_params"]
 
-# parameter -> type, for every resource type.
-SEARCH_PARAMS: dict[str, str] = {"_id": "token", "identifier": "token"}
+
+@cache
+def search_params(resource_type: str) -> dict[str, str]:
+    """The parameters this server can search on for a type, with their FHIR search type:
+    `_id` and every indexed token parameter (see extract.token_params)."""
+    out = {"_id": "token"}
+    out.update((code, "token") for code, _ in token_params(resource_type))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +78,7 @@ def parse_criteria(
     out: list[Criterion] = []
     for name, raw in pairs:
         base, _, modifier = name.partition(":")
-        if base not in SEARCH_PARAMS:
+        if base not in search_params(resource_type):
             raise Invalid(
                 f"unknown search parameter '{name}' for {resource_type}", code="not-supported"
             )

@@ -1,37 +1,78 @@
 """Resource -> search index rows, computed on the write path and stored in the same transaction.
 
-Currently indexes the `identifier` token parameter (https://hl7.org/fhir/R4/search.html#token)
-of every resource type that has an `identifier` element: what conditional create and update
-need to be race-free. The full SearchParameter-driven extractor builds on this module.
+Token parameters (https://hl7.org/fhir/R4/search.html#token) of the resource's type, taken from
+the official definitions (registry.py) and evaluated with the FHIRPath subset (fhirpath.py):
+Coding and CodeableConcept give (system, code); Identifier gives (system, value); ContactPoint
+gives its value; code, uri, string and boolean primitives give their value with no system.
+`_id` is answered from the resource table itself.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
-__all__ = ["MAX_TOKEN_CHARS", "TokenRow", "token_rows"]
+from app.fhir.search.fhirpath import Evaluator, compile_path
+from app.fhir.search.registry import params_for
+
+__all__ = ["MAX_TOKEN_CHARS", "TokenRow", "token_params", "token_rows"]
 
 MAX_TOKEN_CHARS = 512
+_CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
 
 TokenRow = tuple[str, str | None, str | None]  # (param, system, value)
 
 
+@cache
+def token_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
+    """The token parameters of a type that are indexed (all with an expression, except _id)."""
+    return tuple(
+        (code, compile_path(param.expression))
+        for code, param in sorted(params_for(resource_type).items())
+        if param.type == "token" and param.expression and code != "_id"
+    )
+
+
 def token_rows(resource: dict[str, Any]) -> list[TokenRow]:
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        return []
     rows: list[TokenRow] = []
-    identifiers = resource.get("identifier")
-    if isinstance(identifiers, dict):
-        identifiers = [identifiers]
-    if isinstance(identifiers, list):
-        for ident in identifiers:
-            if not isinstance(ident, dict):
-                continue
-            system, value = ident.get("system"), ident.get("value")
-            if value is None and system is None:
-                continue
-            if _fits(system) and _fits(value):
-                rows.append(("identifier", system, value))
+    seen: set[TokenRow] = set()
+    for code, evaluate in token_params(resource_type):
+        for value in evaluate(resource):
+            for system, token in _tokens(value):
+                row = (code, system, token)
+                if row not in seen and _fits(system) and _fits(token):
+                    seen.add(row)
+                    rows.append(row)
     return rows
 
 
-def _fits(text: object) -> bool:
-    return text is None or (isinstance(text, str) and len(text) <= MAX_TOKEN_CHARS)
+def _tokens(value: Any) -> list[tuple[str | None, str | None]]:
+    if isinstance(value, bool):
+        return [(None, "true" if value else "false")]
+    if isinstance(value, str):
+        return [(None, value)]
+    if not isinstance(value, dict):
+        return []
+    if isinstance(value.get("coding"), list):  # CodeableConcept
+        return [t for coding in value["coding"] for t in _tokens(coding)]
+    system = value.get("system")
+    if "code" in value:  # Coding
+        return [(_str(system), _str(value.get("code")))]
+    if "value" in value:
+        if isinstance(system, str) and system in _CONTACT_SYSTEMS:  # ContactPoint
+            return [(None, _str(value["value"]))]
+        return [(_str(system), _str(value["value"]))]  # Identifier
+    if isinstance(system, str):  # an Identifier with a system only
+        return [(system, None)]
+    return []
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _fits(text: str | None) -> bool:
+    return text is None or len(text) <= MAX_TOKEN_CHARS

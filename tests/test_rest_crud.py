@@ -358,4 +358,44 @@ async def test_token_search_from_the_official_parameters(client, auth):
     obs_params = next(r for r in cs["rest"][0]["resource"] if r["type"] == "Observation")
     names = {p["name"] for p in obs_params["searchParam"]}
     assert {"code", "category", "status", "_id", "identifier", "_tag"} <= names
-    assert "subject" not in names  # reference search is not served yet, so not claimed
+    assert {"subject", "patient", "performer"} <= names
+    assert "date" not in names  # date search is not served yet, so not claimed
+
+
+async def test_reference_search(client, auth):
+    from tests.factories import encounter, observation
+
+    p1 = (await _create(client, auth, patient("ref1"))).json()["id"]
+    p2 = (await _create(client, auth, patient("ref2"))).json()["id"]
+    o1 = (await _create(client, auth, observation(p1))).json()["id"]
+    o2 = (await _create(client, auth, observation(p2, code="718-7"))).json()["id"]
+    e1 = (await _create(client, auth, encounter(p1))).json()["id"]
+    external = observation(p1) | {
+        "subject": {"reference": "https://elsewhere.example/fhir/Patient/9"}
+    }
+    o3 = (await _create(client, auth, external)).json()["id"]
+    for query, expect in [
+        (f"Observation?subject=Patient/{p1}", {o1}),
+        (f"Observation?subject={p1}", {o1}),
+        (f"Observation?subject:Patient={p1}", {o1}),
+        (f"Observation?subject:Group={p1}", set()),
+        (f"Observation?patient={p1},{p2}", {o1, o2}),
+        (f"Observation?patient={FHIR_BASE}/Patient/{p2}", {o2}),
+        (f"Observation?patient={p1}&code=718-7", set()),
+        (f"Observation?patient={p2}&code=718-7", {o2}),
+        ("Observation?subject=https://elsewhere.example/fhir/Patient/9", {o3}),
+        (f"Encounter?patient={p1}", {e1}),
+        (f"Encounter?subject=Patient/{p1}", {e1}),
+    ]:
+        bundle = (await client.get(f"/{query}", headers=auth)).json()
+        assert {e["resource"]["id"] for e in bundle.get("entry", [])} == expect, query
+    # updating the reference moves the index row
+    body = (await client.get(f"/Observation/{o1}", headers=auth)).json()
+    body["subject"] = {"reference": f"Patient/{p2}"}
+    await client.put(f"/Observation/{o1}", json=body, headers={**auth, **FHIR_JSON})
+    moved = (await client.get(f"/Observation?patient={p2}", headers=auth)).json()
+    assert {e["resource"]["id"] for e in moved["entry"]} == {o1, o2}
+    bad = await client.get("/Observation?subject:missing=true", headers=auth)
+    assert bad.status_code == 400
+    bad = await client.get("/Observation?subject=a/b/c", headers=auth)
+    assert bad.status_code == 400

@@ -15,6 +15,7 @@ from app.store.tables import (
     resource,
     resource_compartment,
     resource_history,
+    spidx_reference,
     spidx_token,
 )
 
@@ -60,6 +61,16 @@ INSERT_HISTORY = Prepared(
     ["res_type", "res_id", "version", "last_updated", "method", "content"],
 )
 INSERT_TOKEN = Prepared(insert(spidx_token), ["res_type", "res_id", "param", "system", "value"])
+INSERT_REFERENCE = Prepared(
+    insert(spidx_reference),
+    ["res_type", "res_id", "param", "target_type", "target_id", "target_url"],
+)
+DROP_REFERENCES = Prepared(
+    delete(spidx_reference).where(
+        spidx_reference.c.res_type == bindparam("rtype"),
+        spidx_reference.c.res_id == bindparam("rid"),
+    )
+)
 INSERT_COMPARTMENT = Prepared(insert(resource_compartment))
 DROP_TOKENS = Prepared(
     delete(spidx_token).where(

@@ -3,6 +3,7 @@
     resource              current version of every resource, keyed (type, id); logical deletes
     resource_history      append-only: one row per version, ordered by a global sequence (hid)
     spidx_token           token search index rows, written in the resource's transaction
+    spidx_reference       reference search index rows (target type, id, or absolute URL)
     resource_compartment  Patient compartment membership (who may see a resource)
     conditional_key       unique (type, criteria hash): makes conditional create race-free
 
@@ -43,6 +44,7 @@ __all__ = [
     "resource",
     "resource_compartment",
     "resource_history",
+    "spidx_reference",
     "spidx_token",
 ]
 
@@ -113,6 +115,21 @@ spidx_token = Table(
     Column("value", Text, nullable=True),
     Index(None, "res_type", "param", "value", "system"),
     Index(None, "res_type", "res_id"),
+)
+
+spidx_reference = Table(
+    "spidx_reference",
+    metadata,
+    Column("row_id", _Id, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    Column("target_url", Text, nullable=True),
+    Index(None, "res_type", "param", "target_id", "target_type"),
+    Index(None, "res_type", "res_id"),
+    Index(None, "target_type", "target_id"),
 )
 
 resource_compartment = Table(

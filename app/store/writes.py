@@ -17,7 +17,7 @@ from app.errors import Conflict, Forbidden, Invalid, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import validate_resource
 from app.fhir.search.criteria import Criteria
-from app.fhir.search.extract import token_rows
+from app.fhir.search.extract import reference_rows, token_rows
 from app.store import statements as q
 from app.store.base import StoredResource, WriteResult, format_instant
 from app.store.base import new_id as make_id
@@ -335,6 +335,22 @@ class WriteSession:
                     for p, s, v in tokens
                 ],
             )
+        references = reference_rows(body, self.repo.base_url)
+        if references:
+            await self.conn.execute(
+                q.INSERT_REFERENCE,
+                [
+                    {
+                        "res_type": resource_type,
+                        "res_id": resource_id,
+                        "param": p,
+                        "target_type": t,
+                        "target_id": i,
+                        "target_url": u,
+                    }
+                    for p, t, i, u in references
+                ],
+            )
         stamped = {**body, "id": resource_id}
         patients = patient_ids_of(stamped, self.repo.base_url)
         if patients:
@@ -351,5 +367,6 @@ class WriteSession:
     ) -> None:
         key = q.key(resource_type, resource_id)
         await self.conn.execute(q.DROP_TOKENS, key)
+        await self.conn.execute(q.DROP_REFERENCES, key)
         if not keep_compartment:
             await self.conn.execute(q.DROP_COMPARTMENT, key)

@@ -175,7 +175,7 @@ async def search(
     criteria_pairs = [(k, v) for k, v in query if k not in SEARCH_CONTROL]
     control = _control(query, SEARCH_CONTROL)
     count = _count(control.get("_count"), default_count, max_count, allow_zero=True)
-    criteria = parse_criteria(resource_type, criteria_pairs)
+    criteria = parse_criteria(resource_type, criteria_pairs, base_url=fhir_base)
     page = await repo.search(criteria, count=count, cursor=control.get("_cursor"))
     base_query = [*criteria_pairs, ("_count", str(count))]
     links = [_link("self", f"{fhir_base}/{resource_type}", [*base_query, *_cursor(control)])]

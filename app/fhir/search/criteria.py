@@ -16,19 +16,43 @@ from urllib.parse import parse_qsl
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 
 from app.errors import Invalid
-from app.fhir.search.extract import token_params
-from app.store.tables import resource, spidx_token
+from app.fhir.models import RESOURCE_TYPES
+from app.fhir.search.extract import reference_params, token_params
+from app.store.tables import resource, spidx_reference, spidx_token
 
-__all__ = ["Criteria", "Criterion", "TokenValue", "parse_criteria", "search_params"]
+__all__ = [
+    "Criteria",
+    "Criterion",
+    "RefValue",
+    "TokenValue",
+    "parse_criteria",
+    "search_params",
+]
 
 
 @cache
 def search_params(resource_type: str) -> dict[str, str]:
     """The parameters this server can search on for a type, with their FHIR search type:
-    `_id` and every indexed token parameter (see extract.token_params)."""
+    `_id` and every indexed token and reference parameter (see extract.py)."""
     out = {"_id": "token"}
     out.update((code, "token") for code, _ in token_params(resource_type))
+    out.update((code, "reference") for code, _ in reference_params(resource_type))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class RefValue:
+    """A reference search value: `Type/id`, `id` (any type, or the `:Type` modifier's), or an
+    absolute URL of a resource on another server."""
+
+    type: str | None
+    id: str | None
+    url: str | None = None
+
+    def render(self) -> str:
+        if self.url is not None:
+            return _escape(self.url)
+        return _escape(f"{self.type}/{self.id}" if self.type else self.id or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +69,7 @@ class TokenValue:
 @dataclass(frozen=True, slots=True)
 class Criterion:
     param: str
-    values: tuple[TokenValue, ...]  # OR
+    values: tuple[TokenValue | RefValue, ...]  # OR
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +95,7 @@ def parse_criteria(
     pairs: str | list[tuple[str, str]],
     *,
     require_some: bool = False,
+    base_url: str | None = None,
 ) -> Criteria:
     """Parse `a=b&c=d` (or already split pairs) into Criteria; unknown parameters -> 400."""
     if isinstance(pairs, str):
@@ -78,16 +103,23 @@ def parse_criteria(
     out: list[Criterion] = []
     for name, raw in pairs:
         base, _, modifier = name.partition(":")
-        if base not in search_params(resource_type):
+        kind = search_params(resource_type).get(base)
+        if kind is None:
             raise Invalid(
                 f"unknown search parameter '{name}' for {resource_type}", code="not-supported"
             )
-        if modifier:
+        if modifier and not (kind == "reference" and modifier in RESOURCE_TYPES):
             raise Invalid(
                 f"modifier ':{modifier}' is not supported on parameter '{base}'",
                 code="not-supported",
             )
-        values = tuple(_token(v) for v in _split_or(raw) if v != "")
+        values: tuple[TokenValue | RefValue, ...]
+        if kind == "reference":
+            values = tuple(
+                _reference(v, modifier or None, base_url) for v in _split_or(raw) if v != ""
+            )
+        else:
+            values = tuple(_token(v) for v in _split_or(raw) if v != "")
         if not values:
             raise Invalid(f"search parameter '{name}' has no value")
         out.append(Criterion(base, values))
@@ -120,16 +152,38 @@ def _token(text: str) -> TokenValue:
     return TokenValue(system=None, code=text)
 
 
+def _reference(text: str, of_type: str | None, base_url: str | None) -> RefValue:
+    if base_url and text.startswith(base_url + "/"):
+        text = text[len(base_url) + 1 :]
+    if "://" in text:
+        return RefValue(None, None, text)
+    parts = text.split("/")
+    if len(parts) in (2, 4) and parts[0] in RESOURCE_TYPES:
+        if of_type and parts[0] != of_type:
+            raise Invalid(f"reference {text!r} contradicts the :{of_type} modifier")
+        return RefValue(parts[0], parts[1])
+    if "/" in text:
+        raise Invalid(f"{text!r} is not a reference (Type/id, id or an absolute URL)")
+    return RefValue(of_type, text)
+
+
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace(",", "\\,").replace("|", "\\|")
 
 
 def _compile(criterion: Criterion) -> ColumnElement[bool]:
     if criterion.param == "_id":
-        ids = [v.code for v in criterion.values if v.system is None and v.code]
+        ids = [
+            v.code
+            for v in criterion.values
+            if isinstance(v, TokenValue) and v.system is None and v.code
+        ]
         return resource.c.res_id.in_(ids) if ids else false()
+    if any(isinstance(v, RefValue) for v in criterion.values):
+        return _compile_reference(criterion)
     alternatives = []
     for v in criterion.values:
+        assert isinstance(v, TokenValue)
         conds = [spidx_token.c.param == criterion.param]
         if v.code is not None:
             conds.append(spidx_token.c.value == v.code)
@@ -142,6 +196,27 @@ def _compile(criterion: Criterion) -> ColumnElement[bool]:
         select(1).where(
             spidx_token.c.res_type == resource.c.res_type,
             spidx_token.c.res_id == resource.c.res_id,
+            or_(*alternatives),
+        )
+    )
+
+
+def _compile_reference(criterion: Criterion) -> ColumnElement[bool]:
+    ref = spidx_reference.c
+    alternatives = []
+    for v in criterion.values:
+        assert isinstance(v, RefValue)
+        if v.url is not None:
+            alternatives.append(ref.target_url == v.url)
+        elif v.type is not None:
+            alternatives.append(and_(ref.target_id == v.id, ref.target_type == v.type))
+        else:
+            alternatives.append(ref.target_id == v.id)
+    return exists(
+        select(1).where(
+            ref.res_type == resource.c.res_type,
+            ref.res_id == resource.c.res_id,
+            ref.param == criterion.param,
             or_(*alternatives),
         )
     )

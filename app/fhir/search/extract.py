@@ -15,12 +15,23 @@ from typing import Any
 from app.fhir.search.fhirpath import Evaluator, compile_path
 from app.fhir.search.registry import params_for
 
-__all__ = ["MAX_TOKEN_CHARS", "TokenRow", "token_params", "token_rows"]
+__all__ = [
+    "MAX_TOKEN_CHARS",
+    "RefRow",
+    "TokenRow",
+    "reference_params",
+    "reference_rows",
+    "token_params",
+    "token_rows",
+]
 
 MAX_TOKEN_CHARS = 512
 _CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
 
 TokenRow = tuple[str, str | None, str | None]  # (param, system, value)
+RefRow = tuple[str, str | None, str | None, str | None]  # (param, type, id, absolute url)
+_MAX_ID = 64
+_MAX_URL = 2048
 
 
 @cache
@@ -76,3 +87,55 @@ def _str(value: Any) -> str | None:
 
 def _fits(text: str | None) -> bool:
     return text is None or len(text) <= MAX_TOKEN_CHARS
+
+
+@cache
+def reference_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
+    """The reference parameters of a type (each with an expression)."""
+    return tuple(
+        (code, compile_path(param.expression))
+        for code, param in sorted(params_for(resource_type).items())
+        if param.type == "reference" and param.expression
+    )
+
+
+def reference_rows(resource: dict[str, Any], base_url: str) -> list[RefRow]:
+    """(param, target type, target id, url) for every reference the type's parameters select.
+    Local references (`Type/id`, with or without `_history`, or under this server's base URL)
+    give type and id; references to other servers give only their URL; contained (`#x`) and
+    unresolved `urn:` references give nothing."""
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        return []
+    rows: list[RefRow] = []
+    seen: set[RefRow] = set()
+    for code, evaluate in reference_params(resource_type):
+        for value in evaluate(resource):
+            ref = value.get("reference") if isinstance(value, dict) else value
+            if not isinstance(ref, str):
+                continue
+            target = _target(ref, base_url)
+            if target is not None:
+                row = (code, *target)
+                if row not in seen:
+                    seen.add(row)
+                    rows.append(row)
+    return rows
+
+
+def _target(ref: str, base_url: str) -> tuple[str | None, str | None, str | None] | None:
+    if ref.startswith(("#", "urn:")):
+        return None
+    if ref.startswith(base_url + "/"):
+        ref = ref[len(base_url) + 1 :]
+    if "://" in ref:
+        return (None, None, ref) if len(ref) <= _MAX_URL else None
+    parts = ref.split("/")
+    if (
+        len(parts) in (2, 4)
+        and parts[0][:1].isupper()
+        and 0 < len(parts[1]) <= _MAX_ID
+        and len(parts[0]) <= _MAX_ID
+    ):
+        return (parts[0], parts[1], None)
+    return None

@@ -360,6 +360,10 @@ async def test_token_search_from_the_official_parameters(client, auth):
     assert {"code", "category", "status", "_id", "identifier", "_tag"} <= names
     assert {"subject", "patient", "performer"} <= names
     assert "date" not in names  # date search is not served yet, so not claimed
+    patient_params = next(r for r in cs["rest"][0]["resource"] if r["type"] == "Patient")
+    assert {"name", "family", "given", "address"} <= {
+        p["name"] for p in patient_params["searchParam"]
+    }
 
 
 async def test_reference_search(client, auth):
@@ -399,3 +403,35 @@ async def test_reference_search(client, auth):
     assert bad.status_code == 400
     bad = await client.get("/Observation?subject=a/b/c", headers=auth)
     assert bad.status_code == 400
+
+
+async def test_string_search(client, auth):
+    a = (
+        await _create(
+            client,
+            auth,
+            patient(
+                "s1",
+                name=[{"family": "Nguyễn", "given": ["Zoë"]}],
+                address=[{"city": "San José", "state": "CA"}],
+            ),
+        )
+    ).json()
+    b = (
+        await _create(client, auth, patient("s2", name=[{"family": "Ng", "given": ["Al_x"]}]))
+    ).json()
+    for query, expect in [
+        ("Patient?family=nguyen", {a["id"]}),  # accent- and case-insensitive, starts-with
+        ("Patient?family=NG", {a["id"], b["id"]}),
+        ("Patient?family:exact=Ng", {b["id"]}),
+        ("Patient?family:exact=ng", set()),
+        ("Patient?name=zoe", {a["id"]}),
+        ("Patient?name:contains=uye", {a["id"]}),
+        ("Patient?given=al_", {b["id"]}),  # _ is literal, not a wildcard
+        ("Patient?given=a%", set()),
+        ("Patient?address-city=san jose", {a["id"]}),
+        ("Patient?name=zoe&gender=unknown", {a["id"]}),
+    ]:
+        bundle = (await client.get(f"/{query}", headers=auth)).json()
+        assert {e["resource"]["id"] for e in bundle.get("entry", [])} == expect, query
+    assert (await client.get("/Patient?name:text=x", headers=auth)).status_code == 400

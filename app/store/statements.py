@@ -16,6 +16,7 @@ from app.store.tables import (
     resource_compartment,
     resource_history,
     spidx_reference,
+    spidx_string,
     spidx_token,
 )
 
@@ -64,6 +65,14 @@ INSERT_TOKEN = Prepared(insert(spidx_token), ["res_type", "res_id", "param", "sy
 INSERT_REFERENCE = Prepared(
     insert(spidx_reference),
     ["res_type", "res_id", "param", "target_type", "target_id", "target_url"],
+)
+INSERT_STRING = Prepared(
+    insert(spidx_string), ["res_type", "res_id", "param", "value_normalized", "value_exact"]
+)
+DROP_STRINGS = Prepared(
+    delete(spidx_string).where(
+        spidx_string.c.res_type == bindparam("rtype"), spidx_string.c.res_id == bindparam("rid")
+    )
 )
 DROP_REFERENCES = Prepared(
     delete(spidx_reference).where(

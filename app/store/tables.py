@@ -4,6 +4,7 @@
     resource_history      append-only: one row per version, ordered by a global sequence (hid)
     spidx_token           token search index rows, written in the resource's transaction
     spidx_reference       reference search index rows (target type, id, or absolute URL)
+    spidx_string          string search index rows (case- and accent-folded, and exact)
     resource_compartment  Patient compartment membership (who may see a resource)
     conditional_key       unique (type, criteria hash): makes conditional create race-free
 
@@ -45,6 +46,7 @@ __all__ = [
     "resource_compartment",
     "resource_history",
     "spidx_reference",
+    "spidx_string",
     "spidx_token",
 ]
 
@@ -114,6 +116,19 @@ spidx_token = Table(
     Column("system", Text, nullable=True),
     Column("value", Text, nullable=True),
     Index(None, "res_type", "param", "value", "system"),
+    Index(None, "res_type", "res_id"),
+)
+
+spidx_string = Table(
+    "spidx_string",
+    metadata,
+    Column("row_id", _Id, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("value_normalized", Text, nullable=False),
+    Column("value_exact", Text, nullable=False),
+    Index(None, "res_type", "param", "value_normalized"),
     Index(None, "res_type", "res_id"),
 )
 

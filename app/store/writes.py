@@ -17,7 +17,7 @@ from app.errors import Conflict, Forbidden, Invalid, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import validate_resource
 from app.fhir.search.criteria import Criteria
-from app.fhir.search.extract import reference_rows, token_rows
+from app.fhir.search.extract import reference_rows, string_rows, token_rows
 from app.store import statements as q
 from app.store.base import StoredResource, WriteResult, format_instant
 from app.store.base import new_id as make_id
@@ -335,6 +335,21 @@ class WriteSession:
                     for p, s, v in tokens
                 ],
             )
+        strings = string_rows(body)
+        if strings:
+            await self.conn.execute(
+                q.INSERT_STRING,
+                [
+                    {
+                        "res_type": resource_type,
+                        "res_id": resource_id,
+                        "param": p,
+                        "value_normalized": n,
+                        "value_exact": x,
+                    }
+                    for p, n, x in strings
+                ],
+            )
         references = reference_rows(body, self.repo.base_url)
         if references:
             await self.conn.execute(
@@ -368,5 +383,6 @@ class WriteSession:
         key = q.key(resource_type, resource_id)
         await self.conn.execute(q.DROP_TOKENS, key)
         await self.conn.execute(q.DROP_REFERENCES, key)
+        await self.conn.execute(q.DROP_STRINGS, key)
         if not keep_compartment:
             await self.conn.execute(q.DROP_COMPARTMENT, key)

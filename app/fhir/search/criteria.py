@@ -17,13 +17,14 @@ from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 
 from app.errors import Invalid
 from app.fhir.models import RESOURCE_TYPES
-from app.fhir.search.extract import reference_params, token_params
-from app.store.tables import resource, spidx_reference, spidx_token
+from app.fhir.search.extract import normalize, reference_params, string_params, token_params
+from app.store.tables import resource, spidx_reference, spidx_string, spidx_token
 
 __all__ = [
     "Criteria",
     "Criterion",
     "RefValue",
+    "StringValue",
     "TokenValue",
     "parse_criteria",
     "search_params",
@@ -37,7 +38,19 @@ def search_params(resource_type: str) -> dict[str, str]:
     out = {"_id": "token"}
     out.update((code, "token") for code, _ in token_params(resource_type))
     out.update((code, "reference") for code, _ in reference_params(resource_type))
+    out.update((code, "string") for code, _ in string_params(resource_type))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class StringValue:
+    """A string search value with its modifier: starts-with (default), `exact` or `contains`."""
+
+    text: str
+    modifier: str = ""
+
+    def render(self) -> str:
+        return f"{self.modifier}:{_escape(self.text)}" if self.modifier else _escape(self.text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +82,7 @@ class TokenValue:
 @dataclass(frozen=True, slots=True)
 class Criterion:
     param: str
-    values: tuple[TokenValue | RefValue, ...]  # OR
+    values: tuple[TokenValue | RefValue | StringValue, ...]  # OR
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +121,18 @@ def parse_criteria(
             raise Invalid(
                 f"unknown search parameter '{name}' for {resource_type}", code="not-supported"
             )
-        if modifier and not (kind == "reference" and modifier in RESOURCE_TYPES):
+        if modifier and not (
+            (kind == "reference" and modifier in RESOURCE_TYPES)
+            or (kind == "string" and modifier in ("exact", "contains"))
+        ):
             raise Invalid(
                 f"modifier ':{modifier}' is not supported on parameter '{base}'",
                 code="not-supported",
             )
-        values: tuple[TokenValue | RefValue, ...]
-        if kind == "reference":
+        values: tuple[TokenValue | RefValue | StringValue, ...]
+        if kind == "string":
+            values = tuple(StringValue(v, modifier) for v in _split_or(raw) if v != "")
+        elif kind == "reference":
             values = tuple(
                 _reference(v, modifier or None, base_url) for v in _split_or(raw) if v != ""
             )
@@ -181,6 +199,8 @@ def _compile(criterion: Criterion) -> ColumnElement[bool]:
         return resource.c.res_id.in_(ids) if ids else false()
     if any(isinstance(v, RefValue) for v in criterion.values):
         return _compile_reference(criterion)
+    if any(isinstance(v, StringValue) for v in criterion.values):
+        return _compile_string(criterion)
     alternatives = []
     for v in criterion.values:
         assert isinstance(v, TokenValue)
@@ -217,6 +237,33 @@ def _compile_reference(criterion: Criterion) -> ColumnElement[bool]:
             ref.res_type == resource.c.res_type,
             ref.res_id == resource.c.res_id,
             ref.param == criterion.param,
+            or_(*alternatives),
+        )
+    )
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _compile_string(criterion: Criterion) -> ColumnElement[bool]:
+    col = spidx_string.c
+    alternatives = []
+    for v in criterion.values:
+        assert isinstance(v, StringValue)
+        if v.modifier == "exact":
+            alternatives.append(col.value_exact == v.text)
+        elif v.modifier == "contains":
+            pattern = f"%{_like_escape(normalize(v.text))}%"
+            alternatives.append(col.value_normalized.like(pattern, escape="\\"))
+        else:
+            pattern = f"{_like_escape(normalize(v.text))}%"
+            alternatives.append(col.value_normalized.like(pattern, escape="\\"))
+    return exists(
+        select(1).where(
+            col.res_type == resource.c.res_type,
+            col.res_id == resource.c.res_id,
+            col.param == criterion.param,
             or_(*alternatives),
         )
     )

@@ -9,6 +9,7 @@ gives its value; code, uri, string and boolean primitives give their value with 
 
 from __future__ import annotations
 
+import unicodedata
 from functools import cache
 from typing import Any
 
@@ -19,8 +20,12 @@ __all__ = [
     "MAX_TOKEN_CHARS",
     "RefRow",
     "TokenRow",
+    "StringRow",
+    "normalize",
     "reference_params",
     "reference_rows",
+    "string_params",
+    "string_rows",
     "token_params",
     "token_rows",
 ]
@@ -30,7 +35,22 @@ _CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "o
 
 TokenRow = tuple[str, str | None, str | None]  # (param, system, value)
 RefRow = tuple[str, str | None, str | None, str | None]  # (param, type, id, absolute url)
+StringRow = tuple[str, str, str]  # (param, normalized, exact)
 _MAX_ID = 64
+# the parts of HumanName and Address that a string search matches
+_STRING_PARTS = (
+    "text",
+    "family",
+    "given",
+    "prefix",
+    "suffix",
+    "line",
+    "city",
+    "district",
+    "state",
+    "postalCode",
+    "country",
+)
 _MAX_URL = 2048
 
 
@@ -139,3 +159,53 @@ def _target(ref: str, base_url: str) -> tuple[str | None, str | None, str | None
     ):
         return (parts[0], parts[1], None)
     return None
+
+
+@cache
+def string_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
+    """The string parameters of a type (each with an expression)."""
+    return tuple(
+        (code, compile_path(param.expression))
+        for code, param in sorted(params_for(resource_type).items())
+        if param.type == "string" and param.expression
+    )
+
+
+def normalize(text: str) -> str:
+    """Case- and accent-insensitive form for string search
+    (https://hl7.org/fhir/R4/search.html#string): NFKD, combining marks dropped, casefolded."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+
+
+def string_rows(resource: dict[str, Any]) -> list[StringRow]:
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        return []
+    rows: list[StringRow] = []
+    seen: set[StringRow] = set()
+    for code, evaluate in string_params(resource_type):
+        for value in evaluate(resource):
+            for text in _strings(value):
+                if not text or len(text) > MAX_TOKEN_CHARS:
+                    continue
+                row = (code, normalize(text), text)
+                if row not in seen:
+                    seen.add(row)
+                    rows.append(row)
+    return rows
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, dict):
+        return []
+    out: list[str] = []
+    for part in _STRING_PARTS:
+        item = value.get(part)
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, list):
+            out.extend(x for x in item if isinstance(x, str))
+    return out

@@ -359,7 +359,8 @@ async def test_token_search_from_the_official_parameters(client, auth):
     names = {p["name"] for p in obs_params["searchParam"]}
     assert {"code", "category", "status", "_id", "identifier", "_tag"} <= names
     assert {"subject", "patient", "performer"} <= names
-    assert "date" not in names  # date search is not served yet, so not claimed
+    assert "date" in names
+    assert "value-quantity" not in names  # quantity search is not served yet, so not claimed
     patient_params = next(r for r in cs["rest"][0]["resource"] if r["type"] == "Patient")
     assert {"name", "family", "given", "address"} <= {
         p["name"] for p in patient_params["searchParam"]
@@ -435,3 +436,56 @@ async def test_string_search(client, auth):
         bundle = (await client.get(f"/{query}", headers=auth)).json()
         assert {e["resource"]["id"] for e in bundle.get("entry", [])} == expect, query
     assert (await client.get("/Patient?name:text=x", headers=auth)).status_code == 400
+
+
+async def test_date_search_is_precision_aware(client, auth):
+    from tests.factories import encounter, observation
+
+    p = (await _create(client, auth, patient("d1", birthDate="1980-02-29"))).json()["id"]
+    q = (await _create(client, auth, patient("d2", birthDate="1991"))).json()["id"]
+    o1 = (
+        await _create(client, auth, observation(p) | {"effectiveDateTime": "2024-03-05T10:15:00Z"})
+    ).json()["id"]
+    o2 = (
+        await _create(
+            client, auth, observation(p) | {"effectiveDateTime": "2024-03-06T02:00:00+05:00"}
+        )
+    ).json()["id"]
+    e1 = (
+        await _create(
+            client, auth, encounter(p) | {"period": {"start": "2024-01-10", "end": "2024-01-12"}}
+        )
+    ).json()["id"]
+    e2 = (
+        await _create(client, auth, encounter(p) | {"period": {"start": "2024-02-01T08:00:00Z"}})
+    ).json()["id"]
+    for query, expect in [
+        ("Patient?birthdate=1980-02-29", {p}),
+        ("Patient?birthdate=1980", {p}),
+        ("Patient?birthdate=1991-06", set()),  # 1991 is wider than June 1991: not eq
+        ("Patient?birthdate=ge1991-06", {q}),  # ... but it overlaps what follows
+        ("Patient?birthdate=lt1981", {p}),
+        ("Patient?birthdate=gt1990", {q}),
+        ("Observation?date=2024-03-05", {o1, o2}),  # 02:00+05:00 on the 6th is the 5th in UTC
+        ("Observation?date=2024-03-05T10:15:00Z", {o1}),
+        ("Observation?date=ne2024-03-05T10:15:00Z", {o2}),
+        ("Observation?date=sa2024-03-05T10:15:00Z", {o2}),
+        ("Observation?date=eb2024-03-05T20:00:00Z", {o1}),
+        (f"Observation?patient={p}&date=ge2024-03-05T12:00:00Z", {o2}),
+        ("Encounter?date=2024-01", {e1}),
+        ("Encounter?date=ge2025-01-01", {e2}),  # no end: still going
+        ("Encounter?date=2024-01-11", set()),  # the stay is longer than that day
+        # ap widens by 10% of the distance from now (months here), so February's stay counts too
+        ("Encounter?date=ap2024-01-11", {e1, e2}),
+        ("Encounter?date=ap2023-01-01", set()),
+        ("Patient?birthdate=1980,1991", {p, q}),
+    ]:
+        bundle = (await client.get(f"/{query.replace('+', '%2B')}", headers=auth)).json()
+        assert {e["resource"]["id"] for e in bundle.get("entry", [])} == expect, query
+    for bad in (
+        "Patient?birthdate=yesterday",
+        "Patient?birthdate=2024-02-30",
+        "Patient?birthdate=xx2024",
+    ):
+        r = await client.get(f"/{bad}", headers=auth)
+        assert r.status_code == 400 and r.json()["issue"][0]["code"] == "invalid", bad

@@ -15,6 +15,7 @@ from app.store.tables import (
     resource,
     resource_compartment,
     resource_history,
+    spidx_date,
     spidx_reference,
     spidx_string,
     spidx_token,
@@ -65,6 +66,12 @@ INSERT_TOKEN = Prepared(insert(spidx_token), ["res_type", "res_id", "param", "sy
 INSERT_REFERENCE = Prepared(
     insert(spidx_reference),
     ["res_type", "res_id", "param", "target_type", "target_id", "target_url"],
+)
+INSERT_DATE = Prepared(insert(spidx_date), ["res_type", "res_id", "param", "low", "high"])
+DROP_DATES = Prepared(
+    delete(spidx_date).where(
+        spidx_date.c.res_type == bindparam("rtype"), spidx_date.c.res_id == bindparam("rid")
+    )
 )
 INSERT_STRING = Prepared(
     insert(spidx_string), ["res_type", "res_id", "param", "value_normalized", "value_exact"]

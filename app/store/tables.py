@@ -5,6 +5,7 @@
     spidx_token           token search index rows, written in the resource's transaction
     spidx_reference       reference search index rows (target type, id, or absolute URL)
     spidx_string          string search index rows (case- and accent-folded, and exact)
+    spidx_date            date search index rows: the half-open UTC range [low, high) a value covers
     resource_compartment  Patient compartment membership (who may see a resource)
     conditional_key       unique (type, criteria hash): makes conditional create race-free
 
@@ -45,6 +46,7 @@ __all__ = [
     "resource",
     "resource_compartment",
     "resource_history",
+    "spidx_date",
     "spidx_reference",
     "spidx_string",
     "spidx_token",
@@ -116,6 +118,19 @@ spidx_token = Table(
     Column("system", Text, nullable=True),
     Column("value", Text, nullable=True),
     Index(None, "res_type", "param", "value", "system"),
+    Index(None, "res_type", "res_id"),
+)
+
+spidx_date = Table(
+    "spidx_date",
+    metadata,
+    Column("row_id", _Id, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("low", DateTime(timezone=True), nullable=False),
+    Column("high", DateTime(timezone=True), nullable=False),
+    Index(None, "res_type", "param", "low", "high"),
     Index(None, "res_type", "res_id"),
 )
 

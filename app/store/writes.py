@@ -17,7 +17,7 @@ from app.errors import Conflict, Forbidden, Invalid, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import validate_resource
 from app.fhir.search.criteria import Criteria
-from app.fhir.search.extract import reference_rows, string_rows, token_rows
+from app.fhir.search.extract import date_rows, reference_rows, string_rows, token_rows
 from app.store import statements as q
 from app.store.base import StoredResource, WriteResult, format_instant
 from app.store.base import new_id as make_id
@@ -335,6 +335,21 @@ class WriteSession:
                     for p, s, v in tokens
                 ],
             )
+        dates = date_rows(body)
+        if dates:
+            await self.conn.execute(
+                q.INSERT_DATE,
+                [
+                    {
+                        "res_type": resource_type,
+                        "res_id": resource_id,
+                        "param": p,
+                        "low": lo,
+                        "high": hi,
+                    }
+                    for p, lo, hi in dates
+                ],
+            )
         strings = string_rows(body)
         if strings:
             await self.conn.execute(
@@ -384,5 +399,6 @@ class WriteSession:
         await self.conn.execute(q.DROP_TOKENS, key)
         await self.conn.execute(q.DROP_REFERENCES, key)
         await self.conn.execute(q.DROP_STRINGS, key)
+        await self.conn.execute(q.DROP_DATES, key)
         if not keep_compartment:
             await self.conn.execute(q.DROP_COMPARTMENT, key)

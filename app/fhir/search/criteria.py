@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from urllib.parse import parse_qsl
 
@@ -17,12 +18,20 @@ from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 
 from app.errors import Invalid
 from app.fhir.models import RESOURCE_TYPES
-from app.fhir.search.extract import normalize, reference_params, string_params, token_params
-from app.store.tables import resource, spidx_reference, spidx_string, spidx_token
+from app.fhir.search.dates import date_range
+from app.fhir.search.extract import (
+    date_params,
+    normalize,
+    reference_params,
+    string_params,
+    token_params,
+)
+from app.store.tables import resource, spidx_date, spidx_reference, spidx_string, spidx_token
 
 __all__ = [
     "Criteria",
     "Criterion",
+    "DateValue",
     "RefValue",
     "StringValue",
     "TokenValue",
@@ -39,7 +48,24 @@ def search_params(resource_type: str) -> dict[str, str]:
     out.update((code, "token") for code, _ in token_params(resource_type))
     out.update((code, "reference") for code, _ in reference_params(resource_type))
     out.update((code, "string") for code, _ in string_params(resource_type))
+    out.update((code, "date") for code, _ in date_params(resource_type))
     return out
+
+
+_DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+
+
+@dataclass(frozen=True, slots=True)
+class DateValue:
+    """A date search value: a prefix and the UTC range [low, high) its text covers."""
+
+    prefix: str
+    text: str
+    low: datetime
+    high: datetime
+
+    def render(self) -> str:
+        return f"{self.prefix}{_escape(self.text)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +108,7 @@ class TokenValue:
 @dataclass(frozen=True, slots=True)
 class Criterion:
     param: str
-    values: tuple[TokenValue | RefValue | StringValue, ...]  # OR
+    values: tuple[TokenValue | RefValue | StringValue | DateValue, ...]  # OR
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +155,10 @@ def parse_criteria(
                 f"modifier ':{modifier}' is not supported on parameter '{base}'",
                 code="not-supported",
             )
-        values: tuple[TokenValue | RefValue | StringValue, ...]
-        if kind == "string":
+        values: tuple[TokenValue | RefValue | StringValue | DateValue, ...]
+        if kind == "date":
+            values = tuple(_date(base, v) for v in _split_or(raw) if v != "")
+        elif kind == "string":
             values = tuple(StringValue(v, modifier) for v in _split_or(raw) if v != "")
         elif kind == "reference":
             values = tuple(
@@ -201,6 +229,8 @@ def _compile(criterion: Criterion) -> ColumnElement[bool]:
         return _compile_reference(criterion)
     if any(isinstance(v, StringValue) for v in criterion.values):
         return _compile_string(criterion)
+    if any(isinstance(v, DateValue) for v in criterion.values):
+        return _compile_date(criterion)
     alternatives = []
     for v in criterion.values:
         assert isinstance(v, TokenValue)
@@ -259,6 +289,54 @@ def _compile_string(criterion: Criterion) -> ColumnElement[bool]:
         else:
             pattern = f"{_like_escape(normalize(v.text))}%"
             alternatives.append(col.value_normalized.like(pattern, escape="\\"))
+    return exists(
+        select(1).where(
+            col.res_type == resource.c.res_type,
+            col.res_id == resource.c.res_id,
+            col.param == criterion.param,
+            or_(*alternatives),
+        )
+    )
+
+
+def _date(param: str, text: str) -> DateValue:
+    prefix = text[:2] if text[:2] in _DATE_PREFIXES else "eq"
+    body = text[2:] if text[:2] in _DATE_PREFIXES else text
+    found = date_range(body)
+    if found is None:
+        raise Invalid(f"'{text[:40]}' is not a date for parameter '{param}' (e.g. ge2024-01-31)")
+    return DateValue(prefix, body, *found)
+
+
+def _compile_date(criterion: Criterion) -> ColumnElement[bool]:
+    """https://hl7.org/fhir/R4/search.html#prefix, over half-open ranges [low, high)."""
+    col = spidx_date.c
+    alternatives = []
+    for v in criterion.values:
+        assert isinstance(v, DateValue)
+        within = and_(col.low >= v.low, col.high <= v.high)
+        match v.prefix:
+            case "eq":
+                cond = within
+            case "ne":
+                cond = ~within
+            case "gt":
+                cond = col.high > v.high
+            case "lt":
+                cond = col.low < v.low
+            case "ge":
+                cond = or_(col.high > v.high, within)
+            case "le":
+                cond = or_(col.low < v.low, within)
+            case "sa":
+                cond = col.low >= v.high
+            case "eb":
+                cond = col.high <= v.low
+            case _:  # ap: overlaps the value widened by 10% of its distance from now (>= 1 day)
+                now = datetime.now(UTC)
+                slack = max(abs(now - v.low) / 10, timedelta(days=1))
+                cond = and_(col.low < v.high + slack, col.high > v.low - slack)
+        alternatives.append(cond)
     return exists(
         select(1).where(
             col.res_type == resource.c.res_type,

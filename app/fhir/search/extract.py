@@ -10,9 +10,11 @@ gives its value; code, uri, string and boolean primitives give their value with 
 from __future__ import annotations
 
 import unicodedata
+from datetime import datetime
 from functools import cache
 from typing import Any
 
+from app.fhir.search.dates import value_ranges
 from app.fhir.search.fhirpath import Evaluator, compile_path
 from app.fhir.search.registry import params_for
 
@@ -20,7 +22,10 @@ __all__ = [
     "MAX_TOKEN_CHARS",
     "RefRow",
     "TokenRow",
+    "DateRow",
     "StringRow",
+    "date_params",
+    "date_rows",
     "normalize",
     "reference_params",
     "reference_rows",
@@ -36,6 +41,7 @@ _CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "o
 TokenRow = tuple[str, str | None, str | None]  # (param, system, value)
 RefRow = tuple[str, str | None, str | None, str | None]  # (param, type, id, absolute url)
 StringRow = tuple[str, str, str]  # (param, normalized, exact)
+DateRow = tuple[str, datetime, datetime]  # (param, low, high): the range [low, high)
 _MAX_ID = 64
 # the parts of HumanName and Address that a string search matches
 _STRING_PARTS = (
@@ -209,3 +215,29 @@ def _strings(value: Any) -> list[str]:
         elif isinstance(item, list):
             out.extend(x for x in item if isinstance(x, str))
     return out
+
+
+@cache
+def date_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
+    """The date parameters of a type (each with an expression)."""
+    return tuple(
+        (code, compile_path(param.expression))
+        for code, param in sorted(params_for(resource_type).items())
+        if param.type == "date" and param.expression
+    )
+
+
+def date_rows(resource: dict[str, Any]) -> list[DateRow]:
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        return []
+    rows: list[DateRow] = []
+    seen: set[DateRow] = set()
+    for code, evaluate in date_params(resource_type):
+        for value in evaluate(resource):
+            for low, high in value_ranges(value):
+                row = (code, low, high)
+                if row not in seen:
+                    seen.add(row)
+                    rows.append(row)
+    return rows

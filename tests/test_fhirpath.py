@@ -89,3 +89,8 @@ def test_percent_resource_in_components():
     }
     fn = compile_path("%resource.referenceSeq.chromosome", relative=True)
     assert fn(seq["variant"][0], seq) == [{"text": "1"}]
+
+
+def test_common_parameter_roots_match_every_type():
+    obs = {**OBS, "meta": {"tag": [{"system": "urn:t", "code": "x"}]}}
+    assert evaluate("Resource.meta.tag", obs) == [{"system": "urn:t", "code": "x"}]

@@ -489,3 +489,22 @@ async def test_date_search_is_precision_aware(client, auth):
     ):
         r = await client.get(f"/{bad}", headers=auth)
         assert r.status_code == 400 and r.json()["issue"][0]["code"] == "invalid", bad
+
+
+async def test_last_updated_search_uses_the_server_time(client, auth):
+    body = patient("lu", meta={"lastUpdated": "2001-01-01T00:00:00Z"})
+    pid = (await _create(client, auth, body)).json()["id"]
+    assert (await client.get("/Patient?_lastUpdated=2001", headers=auth)).json().get(
+        "entry"
+    ) is None
+    now_year = (await client.get(f"/Patient/{pid}", headers=auth)).json()["meta"]["lastUpdated"][:4]
+    found = (await client.get(f"/Patient?_lastUpdated={now_year}", headers=auth)).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [pid]
+
+
+async def test_tag_search(client, auth):
+    tagged = patient("tg", meta={"tag": [{"system": "urn:dxf:source", "code": "adt"}]})
+    pid = (await _create(client, auth, tagged)).json()["id"]
+    await _create(client, auth, patient("untagged"))
+    found = (await client.get("/Patient?_tag=urn:dxf:source|adt", headers=auth)).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [pid]

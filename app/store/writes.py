@@ -248,19 +248,22 @@ class WriteSession:
             return None
         return "deleted" if row.deleted else "live"
 
-    def _stamp(self, body: dict[str, Any], resource_id: str, version: int) -> bytes:
+    def _stamp(
+        self, body: dict[str, Any], resource_id: str, version: int
+    ) -> tuple[dict[str, Any], bytes]:
+        """The resource as stored: server id and meta.versionId/lastUpdated; also serialised."""
         meta = dict(body.get("meta") or {})
         meta["versionId"] = str(version)
         meta["lastUpdated"] = format_instant(self.now)
         stamped = {"resourceType": body["resourceType"], "id": resource_id}
         stamped.update((k, v) for k, v in body.items() if k not in ("resourceType", "id", "meta"))
         stamped["meta"] = meta
-        return orjson.dumps(stamped)
+        return stamped, orjson.dumps(stamped)
 
     async def _insert(
         self, resource_type: str, resource_id: str, body: dict[str, Any]
     ) -> StoredResource:
-        content = self._stamp(body, resource_id, 1)
+        stamped, content = self._stamp(body, resource_id, 1)
         text = content.decode()
         await self.conn.execute(
             q.INSERT_RESOURCE,
@@ -274,14 +277,14 @@ class WriteSession:
             },
         )
         await self._append_history(resource_type, resource_id, 1, "POST", text)
-        await self._write_index(resource_type, resource_id, body, fresh=True)
+        await self._write_index(resource_type, resource_id, stamped, fresh=True)
         return StoredResource(resource_type, resource_id, 1, self.now, content)
 
     async def _replace(
         self, resource_type: str, resource_id: str, old_version: int, body: dict[str, Any]
     ) -> StoredResource | None:
         version = old_version + 1
-        content = self._stamp(body, resource_id, version)
+        stamped, content = self._stamp(body, resource_id, version)
         text = content.decode()
         done = await self.conn.execute(
             q.SET_VERSION,
@@ -297,7 +300,7 @@ class WriteSession:
         if done.rowcount != 1:
             return None
         await self._append_history(resource_type, resource_id, version, "PUT", text)
-        await self._write_index(resource_type, resource_id, body, fresh=False)
+        await self._write_index(resource_type, resource_id, stamped, fresh=False)
         return StoredResource(resource_type, resource_id, version, self.now, content)
 
     async def _append_history(
@@ -381,8 +384,7 @@ class WriteSession:
                     for p, t, i, u in references
                 ],
             )
-        stamped = {**body, "id": resource_id}
-        patients = patient_ids_of(stamped, self.repo.base_url)
+        patients = patient_ids_of(body, self.repo.base_url)
         if patients:
             await self.conn.execute(
                 q.INSERT_COMPARTMENT,

@@ -29,6 +29,7 @@ class FhirPathError(ValueError):
     """An expression outside the supported subset."""
 
 
+_ANY_RESOURCE = frozenset({"Resource", "DomainResource"})  # the common parameters' roots
 _DECEASED = "Patient.deceased.exists() and Patient.deceased != false"
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WHERE_RESOLVE = re.compile(r"^(?:resolve\(\)\s+)?is\s+([A-Za-z]+)$")
@@ -96,7 +97,10 @@ def _compile_term(term: str, relative: bool) -> Evaluator:
         root, rest = steps[0][1], steps[1:]
 
     def run(node: Any, resource: dict[str, Any] | None = None) -> list[Any]:
-        if root is not None and (not isinstance(node, dict) or node.get("resourceType") != root):
+        if root is not None and (
+            not isinstance(node, dict)
+            or (root not in _ANY_RESOURCE and node.get("resourceType") != root)
+        ):
             return []
         nodes: list[Any] = [node]
         for kind, arg in rest:

@@ -159,6 +159,7 @@ class Database:
             # one-statement reads go straight to asyncpg: one round trip, no BEGIN/ROLLBACK
             # and no per-call SQLAlchemy execution set-up (see fetch_one)
             self._point_pool: asyncpg.Pool | None = None
+            self._point_pool_lock = asyncio.Lock()
             self._point_pool_size = max(2, pool_size // 2)
 
     @property
@@ -206,12 +207,14 @@ class Database:
                 self._point_reader = _open_point_reader(self._point_path)
             return statement.run_sqlite(self._point_reader, params).first()
         if self._point_pool is None:
-            self._point_pool = await asyncpg.create_pool(
-                _asyncpg_dsn(self.url),
-                min_size=1,
-                max_size=self._point_pool_size,
-                init=_install_raw_jsonb,
-            )
+            async with self._point_pool_lock:
+                if self._point_pool is None:
+                    self._point_pool = await asyncpg.create_pool(
+                        _asyncpg_dsn(self.url),
+                        min_size=1,
+                        max_size=self._point_pool_size,
+                        init=_install_raw_jsonb,
+                    )
         record = await self._point_pool.fetchrow(
             statement.pg_sql, *[params[name] for name in statement.pg_param_names]
         )

@@ -135,6 +135,21 @@ def _is_db_outage(exc: Exception) -> bool:
     from asyncpg.exceptions import OperatorInterventionError
     from sqlalchemy.exc import InterfaceError, OperationalError
 
+    if isinstance(exc, OperationalError) and not exc.connection_invalidated:
+        # SQLite reports statement problems ("too many SQL variables") as OperationalError too:
+        # only a lock, a missing file or a lost connection is an outage.
+        text = str(exc.orig).lower()
+        words = (
+            "locked",
+            "busy",
+            "unable to open",
+            "connect",
+            "refused",
+            "closed",
+            "i/o",
+            "timeout",
+        )
+        return any(word in text for word in words)
     return isinstance(
         exc,
         (

@@ -106,7 +106,8 @@ class TokenValidator:
     def _validate(self, token: str, now: int) -> Principal:
         try:
             header = jws.extract_compact(token.encode("ascii")).headers()
-            if header.get("kid") not in self._kids:
+            kid = header.get("kid")
+            if not isinstance(kid, str) or kid not in self._kids:
                 raise Unauthenticated("the access token is not signed by a key this server knows")
             decoded = jwt.decode(token, self._keys.keyset, algorithms=list(SIGNING_ALGORITHMS))
             registry = jwt.JWTClaimsRegistry(

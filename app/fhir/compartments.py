@@ -8,10 +8,13 @@ A Patient is in its own compartment (and in those of the Patients it links to).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["PATIENT_COMPARTMENT", "patient_ids_of", "reference_target"]
+
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # https://hl7.org/fhir/R4/datatypes.html#id
 
 # resource type -> element paths whose References can point at the Patient.
 PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
@@ -92,7 +95,7 @@ def reference_target(reference: str, base_url: str) -> tuple[str, str] | None:
     elif "://" in reference or reference.startswith(("#", "urn:")):
         return None
     parts = reference.split("/")
-    if len(parts) in (2, 4) and parts[0] and parts[1] and "?" not in reference:
+    if len(parts) in (2, 4) and parts[0] and _ID.match(parts[1]) and "?" not in reference:
         return parts[0], parts[1]
     return None
 

@@ -63,6 +63,8 @@ def validate_resource(resource: dict[str, Any]) -> None:
         )
     try:
         _model(resource_type).model_validate(resource)
+    except RecursionError:
+        raise Unprocessable(f"{resource_type} is nested too deeply to validate") from None
     except ValidationError as exc:
         issues = [
             Issue(

@@ -63,16 +63,19 @@ class WriteSession:
     ) -> WriteResult:
         patient = self.repo.policy.restriction(resource_type, "c")
         self._check_body(resource_type, body)
-        if patient and patient not in patient_ids_of(body, self.repo.base_url):
-            raise Forbidden(f"the new {resource_type} is outside Patient/{patient}'s compartment")
+        self._check_confined(patient, resource_type, body)
         new_id = resource_id or make_id()
+        # a client-chosen id can be taken concurrently; a fresh uuid cannot
+        add = self._insert_new if resource_id else self._insert
         if if_none_exist is None:
-            return WriteResult(await self._insert(resource_type, new_id, body), created=True)
+            return WriteResult(await add(resource_type, new_id, body), created=True)
         for _ in range(_MAX_RETRIES):
             existing = await self._single_match(if_none_exist, "If-None-Exist")
             if existing is not None:
                 return WriteResult(await self.read(resource_type, existing), created=False)
-            key = if_none_exist.key_hash()
+            # A confined caller's criteria are claimed inside its compartment only, so they
+            # neither collide with nor reveal matches elsewhere.
+            key = if_none_exist.key_hash(scope=patient)
             try:
                 async with self.conn.begin_nested():
                     await self.conn.execute(
@@ -91,7 +94,7 @@ class WriteSession:
                         )
                     )
                 continue
-            return WriteResult(await self._insert(resource_type, new_id, body), created=True)
+            return WriteResult(await add(resource_type, new_id, body), created=True)
         raise Conflict("conditional create did not settle under contention; retry the request")
 
     async def update(
@@ -109,8 +112,7 @@ class WriteSession:
                 f"the resource id ({body.get('id')!r}) must match the URL's ({resource_id!r})"
             )
         self._check_body(resource_type, body)
-        if patient and patient not in patient_ids_of(body, self.repo.base_url):
-            raise Forbidden(f"the {resource_type} would be outside Patient/{patient}'s compartment")
+        self._check_confined(patient, resource_type, body)
         for _ in range(_MAX_RETRIES):
             current = (
                 await self.conn.execute(q.CURRENT, q.key(resource_type, resource_id))
@@ -120,22 +122,22 @@ class WriteSession:
                     raise PreconditionFailed(
                         f"If-Match given but {resource_type}/{resource_id} does not exist"
                     )
-                policy.restriction(resource_type, "c")
+                self._check_confined(policy.restriction(resource_type, "c"), resource_type, body)
                 try:
                     async with self.conn.begin_nested():
                         stored = await self._insert(resource_type, resource_id, body)
                 except IntegrityError:
                     continue  # created concurrently: update it instead
                 return WriteResult(stored, created=True)
+            if patient and not await q.in_compartment(
+                self.conn, patient, resource_type, resource_id
+            ):
+                raise Forbidden(f"{resource_type}/{resource_id} is outside the token's compartment")
             if if_match is not None and current.version != if_match:
                 raise PreconditionFailed(
                     f"{resource_type}/{resource_id} is at version {current.version}, "
                     f"not {if_match} (If-Match)"
                 )
-            if patient and not await q.in_compartment(
-                self.conn, patient, resource_type, resource_id
-            ):
-                raise Forbidden(f"{resource_type}/{resource_id} is outside the token's compartment")
             stored = await self._replace(resource_type, resource_id, current.version, body)
             if stored is not None:
                 return WriteResult(stored, created=bool(current.deleted))
@@ -160,9 +162,17 @@ class WriteSession:
                 )
             if state == "deleted" and body_id:
                 return await self.update(resource_type, body_id, body, if_match=if_match)
-            return await self.create(
+            created = await self.create(
                 resource_type, body, if_none_exist=criteria, resource_id=body_id or None
             )
+            if created.created:
+                return created
+            # A concurrent request created the match first: this body updates it.
+            existing = created.resource.id
+            if body_id not in (None, existing):
+                raise Conflict(
+                    f"a concurrent request created {resource_type}/{existing} for these criteria"
+                )
         if body.get("id") not in (None, existing):
             raise Invalid(
                 f"the resource id ({body.get('id')!r}) differs from the matched {existing!r}"
@@ -209,6 +219,31 @@ class WriteSession:
 
     # ---- internals ---------------------------------------------------------------------------
 
+    def _check_confined(
+        self, patient: str | None, resource_type: str, body: dict[str, Any]
+    ) -> None:
+        """A caller confined to one Patient's compartment writes only resources that belong to
+        that Patient and to no other (they would otherwise appear in the other's compartment)."""
+        if patient is None:
+            return
+        owners = patient_ids_of(body, self.repo.base_url)
+        if patient not in owners or owners - {patient}:
+            raise Forbidden(
+                f"the {resource_type} must belong to Patient/{patient}'s compartment and no other"
+            )
+
+    async def _insert_new(
+        self, resource_type: str, resource_id: str, body: dict[str, Any]
+    ) -> StoredResource:
+        """Insert under a savepoint: a client-chosen id taken meanwhile is a 409, not a 500."""
+        try:
+            async with self.conn.begin_nested():
+                return await self._insert(resource_type, resource_id, body)
+        except IntegrityError:
+            raise Conflict(
+                f"{resource_type}/{resource_id} was created concurrently; retry the request"
+            ) from None
+
     def _check_body(self, resource_type: str, body: dict[str, Any]) -> None:
         if body.get("resourceType") != resource_type:
             raise Invalid(
@@ -220,20 +255,8 @@ class WriteSession:
         ids = await self.match(criteria, permission="s")
         if len(ids) > 1:
             raise PreconditionFailed(f"{what} criteria matched more than one resource")
-        if not ids:
-            # A match the caller may not see still blocks a conditional write.
-            r = resource.c
-            hidden = await self.conn.execute(
-                select(r.res_id)
-                .where(
-                    r.res_type == criteria.resource_type,
-                    r.deleted.is_(False),
-                    criteria.where(),
-                )
-                .limit(1)
-            )
-            if hidden.first() is not None:
-                raise Forbidden(f"{what} criteria matched a resource outside the token's access")
+        # Matching runs inside the caller's access (see match): what it may not see does not
+        # match, so the answer never tells whether something exists elsewhere.
         return ids[0] if ids else None
 
     async def _state(self, resource_type: str, resource_id: str) -> str | None:

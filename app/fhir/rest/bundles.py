@@ -10,6 +10,7 @@ it, and the whole request is answered with that entry's error.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -26,6 +27,8 @@ from app.fhir.search.criteria import parse_criteria
 from app.store.repository import FhirRepository, WriteSession, format_instant
 
 __all__ = ["process_bundle"]
+
+log = logging.getLogger("dxf.http")
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}
 
@@ -77,6 +80,9 @@ async def process_bundle(
                 entries_out.append(ctx.render(entry, outcome))
             except FhirError as err:
                 entries_out.append(_error_entry(_located(err, i)))
+            except Exception as exc:  # noqa: BLE001 - one entry's failure must not sink the batch
+                log.error("batch entry failed", extra={"error": type(exc).__name__})
+                entries_out.append(_error_entry(_located(FhirError("internal error"), i)))
         return {"resourceType": "Bundle", "type": "batch-response", "entry": entries_out}
 
     entries = [_parse_entry_located(i, raw, fhir_base) for i, raw in enumerate(raw_entries)]

@@ -90,7 +90,7 @@ def check_id(resource_id: str) -> str:
 
 
 def parse_version(value: str) -> int:
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise NotFound(f"version '{value[:20]}' is not known")
     return int(value)
 
@@ -220,7 +220,9 @@ async def history(
     count = _count(control.get("_count"), default_count, max_count)
     since = _instant(control["_since"]) if "_since" in control else None
     cursor_text = control.get("_cursor")
-    if cursor_text is not None and not (cursor_text.isdigit() and len(cursor_text) <= 18):
+    if cursor_text is not None and not (
+        cursor_text.isascii() and cursor_text.isdigit() and len(cursor_text) <= 18
+    ):
         raise Invalid("_cursor is not a valid paging cursor")
     page: HistoryPage = await repo.history(
         resource_type,
@@ -288,7 +290,7 @@ def _control(query: list[tuple[str, str]], allowed: set[str]) -> dict[str, str]:
 def _count(value: str | None, default: int, maximum: int, *, allow_zero: bool = False) -> int:
     if value is None:
         return default
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise Invalid(f"_count must be a non-negative integer, not {value[:20]!r}")
     return max(0 if allow_zero else 1, min(int(value), maximum))
 
@@ -300,4 +302,7 @@ def _instant(value: str) -> datetime:
         raise Invalid(f"_since {value[:40]!r} is not a FHIR instant") from None
     if moment.tzinfo is None:
         raise Invalid("_since must carry a time zone (for example 2026-01-01T00:00:00Z)")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise Invalid(f"_since {value[:40]!r} is out of range") from None

@@ -52,7 +52,10 @@ class Ctx:
     repo: FhirRepository
 
     def query(self) -> list[tuple[str, str]]:
-        return parse_qsl(self.request.url.query, keep_blank_values=True)
+        pairs = parse_qsl(self.request.url.query, keep_blank_values=True)
+        if any("\x00" in k or "\x00" in v for k, v in pairs):
+            raise Invalid("query parameters may not contain the NUL character")
+        return pairs
 
     def paging(self) -> dict[str, Any]:
         s = self.container.settings

@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 
+MAX_CRITERIA = 100  # parameters per request, and OR-values per parameter
+
+
 @cache
 def search_params(resource_type: str) -> dict[str, str]:
     """The parameters this server can search on for a type, with their FHIR search type:
@@ -122,8 +125,11 @@ class Criteria:
         )
         return f"{self.resource_type}?{'&'.join(parts)}"
 
-    def key_hash(self) -> str:
-        return hashlib.sha256(self.normalized().encode()).hexdigest()
+    def key_hash(self, scope: str | None = None) -> str:
+        """The conditional-create key; `scope` (a Patient id) keeps a confined caller's keys
+        apart from everyone else's."""
+        text = self.normalized() if scope is None else f"Patient/{scope}:{self.normalized()}"
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def where(self) -> ColumnElement[bool]:
         return and_(true(), *(_compile(c) for c in self.criteria))
@@ -139,8 +145,12 @@ def parse_criteria(
     """Parse `a=b&c=d` (or already split pairs) into Criteria; unknown parameters -> 400."""
     if isinstance(pairs, str):
         pairs = parse_qsl(pairs.lstrip("?"), keep_blank_values=True)
+    if len(pairs) > MAX_CRITERIA:
+        raise Invalid(f"at most {MAX_CRITERIA} search parameters per request", code="too-costly")
     out: list[Criterion] = []
     for name, raw in pairs:
+        if "\x00" in raw or "\x00" in name:
+            raise Invalid("search values may not contain the NUL character")
         base, _, modifier = name.partition(":")
         kind = search_params(resource_type).get(base)
         if kind is None:
@@ -168,6 +178,10 @@ def parse_criteria(
             values = tuple(_token(v) for v in _split_or(raw) if v != "")
         if not values:
             raise Invalid(f"search parameter '{name}' has no value")
+        if len(values) > MAX_CRITERIA:
+            raise Invalid(
+                f"at most {MAX_CRITERIA} values for '{name}' per request", code="too-costly"
+            )
         out.append(Criterion(base, values))
     if require_some and not out:
         raise Invalid("conditional interactions need at least one search criterion")

@@ -14,6 +14,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+from app.fhir.compartments import reference_target
 from app.fhir.search.dates import value_ranges
 from app.fhir.search.fhirpath import Evaluator, compile_path
 from app.fhir.search.registry import params_for
@@ -157,13 +158,10 @@ def _target(ref: str, base_url: str) -> tuple[str | None, str | None, str | None
     if "://" in ref:
         return (None, None, ref) if len(ref) <= _MAX_URL else None
     parts = ref.split("/")
-    if (
-        len(parts) in (2, 4)
-        and parts[0][:1].isupper()
-        and 0 < len(parts[1]) <= _MAX_ID
-        and len(parts[0]) <= _MAX_ID
-    ):
-        return (parts[0], parts[1], None)
+    if len(parts) in (2, 4) and parts[0][:1].isupper() and len(parts[0]) <= _MAX_ID:
+        target = reference_target("/".join(parts[:2]), base_url)
+        if target is not None:
+            return (target[0], target[1], None)
     return None
 
 

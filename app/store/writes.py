@@ -346,67 +346,21 @@ class WriteSession:
     ) -> None:
         if not fresh:
             await self._drop_index(resource_type, resource_id, keep_compartment=False)
-        tokens = token_rows(body)
-        if tokens:
-            await self.conn.execute(
-                q.INSERT_TOKEN,
-                [
-                    {
-                        "res_type": resource_type,
-                        "res_id": resource_id,
-                        "param": p,
-                        "system": s,
-                        "value": v,
-                    }
-                    for p, s, v in tokens
-                ],
-            )
-        dates = date_rows(body)
-        if dates:
-            await self.conn.execute(
-                q.INSERT_DATE,
-                [
-                    {
-                        "res_type": resource_type,
-                        "res_id": resource_id,
-                        "param": p,
-                        "low": lo,
-                        "high": hi,
-                    }
-                    for p, lo, hi in dates
-                ],
-            )
-        strings = string_rows(body)
-        if strings:
-            await self.conn.execute(
-                q.INSERT_STRING,
-                [
-                    {
-                        "res_type": resource_type,
-                        "res_id": resource_id,
-                        "param": p,
-                        "value_normalized": n,
-                        "value_exact": x,
-                    }
-                    for p, n, x in strings
-                ],
-            )
-        references = reference_rows(body, self.repo.base_url)
-        if references:
-            await self.conn.execute(
+        for statement, columns, rows in (
+            (q.INSERT_TOKEN, ("param", "system", "value"), token_rows(body)),
+            (q.INSERT_DATE, ("param", "low", "high"), date_rows(body)),
+            (q.INSERT_STRING, ("param", "value_normalized", "value_exact"), string_rows(body)),
+            (
                 q.INSERT_REFERENCE,
-                [
-                    {
-                        "res_type": resource_type,
-                        "res_id": resource_id,
-                        "param": p,
-                        "target_type": t,
-                        "target_id": i,
-                        "target_url": u,
-                    }
-                    for p, t, i, u in references
-                ],
-            )
+                ("param", "target_type", "target_id", "target_url"),
+                reference_rows(body, self.repo.base_url),
+            ),
+        ):
+            if rows:
+                owner = {"res_type": resource_type, "res_id": resource_id}
+                await self.conn.execute(
+                    statement, [{**owner, **dict(zip(columns, row, strict=True))} for row in rows]
+                )
         patients = patient_ids_of(body, self.repo.base_url)
         if patients:
             await self.conn.execute(

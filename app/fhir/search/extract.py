@@ -10,6 +10,7 @@ gives its value; code, uri, string and boolean primitives give their value with 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -62,29 +63,85 @@ _MAX_URL = 2048
 
 
 @cache
-def token_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
-    """The token parameters of a type that are indexed (all with an expression, except _id)."""
+def _params(resource_type: str, kind: str) -> tuple[tuple[str, Evaluator], ...]:
+    """The parameters of one search type for a resource type (each with an expression; `_id`
+    is answered from the resource table)."""
     return tuple(
         (code, compile_path(param.expression))
         for code, param in sorted(params_for(resource_type).items())
-        if param.type == "token" and param.expression and code != "_id"
+        if param.type == kind and param.expression and code != "_id"
     )
 
 
-def token_rows(resource: dict[str, Any]) -> list[TokenRow]:
+def token_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
+    return _params(resource_type, "token")
+
+
+def reference_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
+    return _params(resource_type, "reference")
+
+
+def string_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
+    return _params(resource_type, "string")
+
+
+def date_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
+    return _params(resource_type, "date")
+
+
+def _collect(
+    resource: dict[str, Any], kind: str, convert: Callable[[Any], Iterable[tuple[Any, ...]]]
+) -> list[tuple[Any, ...]]:
+    """(param, *converted) for every value every `kind` parameter selects, without repeats."""
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str):
         return []
-    rows: list[TokenRow] = []
-    seen: set[TokenRow] = set()
-    for code, evaluate in token_params(resource_type):
+    rows: list[tuple[Any, ...]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for code, evaluate in _params(resource_type, kind):
         for value in evaluate(resource):
-            for system, token in _tokens(value):
-                row = (code, system, token)
-                if row not in seen and _fits(system) and _fits(token):
+            for tail in convert(value):
+                row = (code, *tail)
+                if row not in seen:
                     seen.add(row)
                     rows.append(row)
     return rows
+
+
+def token_rows(resource: dict[str, Any]) -> list[TokenRow]:
+    return _collect(resource, "token", _fitting_tokens)  # type: ignore[return-value]
+
+
+def string_rows(resource: dict[str, Any]) -> list[StringRow]:
+    return _collect(resource, "string", _string_pairs)  # type: ignore[return-value]
+
+
+def date_rows(resource: dict[str, Any]) -> list[DateRow]:
+    return _collect(resource, "date", value_ranges)  # type: ignore[return-value]
+
+
+def reference_rows(resource: dict[str, Any], base_url: str) -> list[RefRow]:
+    """(param, target type, target id, url) for every reference the type's parameters select.
+    Local references (`Type/id`, with or without `_history`, or under this server's base URL)
+    give type and id; references to other servers give only their URL; contained (`#x`) and
+    unresolved `urn:` references give nothing."""
+
+    def targets(value: Any) -> list[tuple[str | None, str | None, str | None]]:
+        ref = value.get("reference") if isinstance(value, dict) else value
+        target = _target(ref, base_url) if isinstance(ref, str) else None
+        return [target] if target is not None else []
+
+    return _collect(resource, "reference", targets)  # type: ignore[return-value]
+
+
+def _fitting_tokens(value: Any) -> list[tuple[str | None, str | None]]:
+    return [(s, t) for s, t in _tokens(value) if _fits(s) and _fits(t)]
+
+
+def _string_pairs(value: Any) -> list[tuple[str, str]]:
+    return [
+        (normalize(text), text) for text in _strings(value) if text and len(text) <= MAX_TOKEN_CHARS
+    ]
 
 
 def _tokens(value: Any) -> list[tuple[str | None, str | None]]:
@@ -116,40 +173,6 @@ def _fits(text: str | None) -> bool:
     return text is None or len(text) <= MAX_TOKEN_CHARS
 
 
-@cache
-def reference_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
-    """The reference parameters of a type (each with an expression)."""
-    return tuple(
-        (code, compile_path(param.expression))
-        for code, param in sorted(params_for(resource_type).items())
-        if param.type == "reference" and param.expression
-    )
-
-
-def reference_rows(resource: dict[str, Any], base_url: str) -> list[RefRow]:
-    """(param, target type, target id, url) for every reference the type's parameters select.
-    Local references (`Type/id`, with or without `_history`, or under this server's base URL)
-    give type and id; references to other servers give only their URL; contained (`#x`) and
-    unresolved `urn:` references give nothing."""
-    resource_type = resource.get("resourceType")
-    if not isinstance(resource_type, str):
-        return []
-    rows: list[RefRow] = []
-    seen: set[RefRow] = set()
-    for code, evaluate in reference_params(resource_type):
-        for value in evaluate(resource):
-            ref = value.get("reference") if isinstance(value, dict) else value
-            if not isinstance(ref, str):
-                continue
-            target = _target(ref, base_url)
-            if target is not None:
-                row = (code, *target)
-                if row not in seen:
-                    seen.add(row)
-                    rows.append(row)
-    return rows
-
-
 def _target(ref: str, base_url: str) -> tuple[str | None, str | None, str | None] | None:
     if ref.startswith(("#", "urn:")):
         return None
@@ -165,39 +188,11 @@ def _target(ref: str, base_url: str) -> tuple[str | None, str | None, str | None
     return None
 
 
-@cache
-def string_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
-    """The string parameters of a type (each with an expression)."""
-    return tuple(
-        (code, compile_path(param.expression))
-        for code, param in sorted(params_for(resource_type).items())
-        if param.type == "string" and param.expression
-    )
-
-
 def normalize(text: str) -> str:
     """Case- and accent-insensitive form for string search
     (https://hl7.org/fhir/R4/search.html#string): NFKD, combining marks dropped, casefolded."""
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
-
-
-def string_rows(resource: dict[str, Any]) -> list[StringRow]:
-    resource_type = resource.get("resourceType")
-    if not isinstance(resource_type, str):
-        return []
-    rows: list[StringRow] = []
-    seen: set[StringRow] = set()
-    for code, evaluate in string_params(resource_type):
-        for value in evaluate(resource):
-            for text in _strings(value):
-                if not text or len(text) > MAX_TOKEN_CHARS:
-                    continue
-                row = (code, normalize(text), text)
-                if row not in seen:
-                    seen.add(row)
-                    rows.append(row)
-    return rows
 
 
 def _strings(value: Any) -> list[str]:
@@ -213,29 +208,3 @@ def _strings(value: Any) -> list[str]:
         elif isinstance(item, list):
             out.extend(x for x in item if isinstance(x, str))
     return out
-
-
-@cache
-def date_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
-    """The date parameters of a type (each with an expression)."""
-    return tuple(
-        (code, compile_path(param.expression))
-        for code, param in sorted(params_for(resource_type).items())
-        if param.type == "date" and param.expression
-    )
-
-
-def date_rows(resource: dict[str, Any]) -> list[DateRow]:
-    resource_type = resource.get("resourceType")
-    if not isinstance(resource_type, str):
-        return []
-    rows: list[DateRow] = []
-    seen: set[DateRow] = set()
-    for code, evaluate in date_params(resource_type):
-        for value in evaluate(resource):
-            for low, high in value_ranges(value):
-                row = (code, low, high)
-                if row not in seen:
-                    seen.add(row)
-                    rows.append(row)
-    return rows

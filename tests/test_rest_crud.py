@@ -508,3 +508,23 @@ async def test_tag_search(client, auth):
     await _create(client, auth, patient("untagged"))
     found = (await client.get("/Patient?_tag=urn:dxf:source|adt", headers=auth)).json()
     assert [e["resource"]["id"] for e in found["entry"]] == [pid]
+
+
+async def test_uri_search(client, auth):
+    profile = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"
+    pid = (await _create(client, auth, patient("u", meta={"profile": [profile]}))).json()["id"]
+    await _create(client, auth, patient("v"))
+    found = (await client.get(f"/Patient?_profile={profile}", headers=auth)).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [pid]
+    none = (await client.get(f"/Patient?_profile={profile[:-3]}", headers=auth)).json()
+    assert "entry" not in none  # exact, not a prefix
+    ep = {
+        "resourceType": "Endpoint",
+        "status": "active",
+        "address": "https://qhio.example/fhir",
+        "connectionType": {"code": "hl7-fhir-rest"},
+        "payloadType": [{"text": "any"}],
+    }
+    eid = (await _create(client, auth, ep)).json()["id"]
+    got = (await client.get("/Endpoint?_id=" + eid, headers=auth)).json()
+    assert got["entry"][0]["resource"]["address"] == "https://qhio.example/fhir"

@@ -25,6 +25,7 @@ from app.fhir.search.extract import (
     reference_params,
     string_params,
     token_params,
+    uri_params,
 )
 from app.store.tables import resource, spidx_date, spidx_reference, spidx_string, spidx_token
 
@@ -49,6 +50,7 @@ def search_params(resource_type: str) -> dict[str, str]:
     `_id` and every indexed token and reference parameter (see extract.py)."""
     out = {"_id": "token"}
     out.update((code, "token") for code, _ in token_params(resource_type))
+    out.update((code, "uri") for code, _ in uri_params(resource_type))
     out.update((code, "reference") for code, _ in reference_params(resource_type))
     out.update((code, "string") for code, _ in string_params(resource_type))
     out.update((code, "date") for code, _ in date_params(resource_type))
@@ -174,6 +176,8 @@ def parse_criteria(
             values = tuple(
                 _reference(v, modifier or None, base_url) for v in _split_or(raw) if v != ""
             )
+        elif kind == "uri":  # matched whole and exactly (a canonical's `|version` included)
+            values = tuple(TokenValue(None, v) for v in _split_or(raw) if v != "")
         else:
             values = tuple(_token(v) for v in _split_or(raw) if v != "")
         if not values:

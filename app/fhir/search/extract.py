@@ -34,6 +34,7 @@ __all__ = [
     "string_params",
     "string_rows",
     "token_params",
+    "uri_params",
     "token_rows",
 ]
 
@@ -108,8 +109,16 @@ def _collect(
     return rows
 
 
+def uri_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
+    return _params(resource_type, "uri")
+
+
 def token_rows(resource: dict[str, Any]) -> list[TokenRow]:
-    return _collect(resource, "token", _fitting_tokens)  # type: ignore[return-value]
+    """Token rows, and uri rows too: a uri is matched exactly, like a code with no system, so
+    uri parameters share the token table (https://hl7.org/fhir/R4/search.html#uri)."""
+    rows = _collect(resource, "token", _fitting_tokens)
+    rows += _collect(resource, "uri", _fitting_uris)
+    return rows  # type: ignore[return-value]
 
 
 def string_rows(resource: dict[str, Any]) -> list[StringRow]:
@@ -132,6 +141,10 @@ def reference_rows(resource: dict[str, Any], base_url: str) -> list[RefRow]:
         return [target] if target is not None else []
 
     return _collect(resource, "reference", targets)  # type: ignore[return-value]
+
+
+def _fitting_uris(value: Any) -> list[tuple[None, str]]:
+    return [(None, value)] if isinstance(value, str) and _fits(value) else []
 
 
 def _fitting_tokens(value: Any) -> list[tuple[str | None, str | None]]:

@@ -400,7 +400,7 @@ async def test_reference_search(client, auth):
     await client.put(f"/Observation/{o1}", json=body, headers={**auth, **FHIR_JSON})
     moved = (await client.get(f"/Observation?patient={p2}", headers=auth)).json()
     assert {e["resource"]["id"] for e in moved["entry"]} == {o1, o2}
-    bad = await client.get("/Observation?subject:missing=true", headers=auth)
+    bad = await client.get("/Observation?subject:identifier=x", headers=auth)
     assert bad.status_code == 400
     bad = await client.get("/Observation?subject=a/b/c", headers=auth)
     assert bad.status_code == 400
@@ -528,3 +528,28 @@ async def test_uri_search(client, auth):
     eid = (await _create(client, auth, ep)).json()["id"]
     got = (await client.get("/Endpoint?_id=" + eid, headers=auth)).json()
     assert got["entry"][0]["resource"]["address"] == "https://qhio.example/fhir"
+
+
+async def test_missing_and_not_modifiers(client, auth):
+    from tests.factories import observation
+
+    with_gender = (await _create(client, auth, patient("m1", gender="female"))).json()["id"]
+    body = patient("m2")
+    del body["gender"]
+    without = (await _create(client, auth, body)).json()["id"]
+    male = (await _create(client, auth, patient("m3", gender="male"))).json()["id"]
+    for query, expect in [
+        ("Patient?gender:missing=true", {without}),
+        ("Patient?gender:missing=false", {with_gender, male}),
+        ("Patient?gender:not=male", {with_gender, without}),
+        ("Patient?gender:not=male,female", {without}),
+        ("Patient?birthdate:missing=true", set()),
+        ("Patient?family:missing=false", {with_gender, without, male}),
+    ]:
+        bundle = (await client.get(f"/{query}", headers=auth)).json()
+        assert {e["resource"]["id"] for e in bundle.get("entry", [])} == expect, query
+    o = (await _create(client, auth, observation(male))).json()["id"]
+    found = (await client.get("/Observation?subject:missing=false", headers=auth)).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [o]
+    for bad in ("Patient?gender:missing=maybe", "Patient?_id:missing=true", "Patient?family:not=x"):
+        assert (await client.get(f"/{bad}", headers=auth)).status_code == 400, bad

@@ -41,7 +41,14 @@ __all__ = [
 ]
 
 
-MAX_CRITERIA = 100  # parameters per request, and OR-values per parameter
+MAX_CRITERIA = 100
+_INDEX_TABLES = {
+    "token": spidx_token,
+    "uri": spidx_token,
+    "reference": spidx_reference,
+    "string": spidx_string,
+    "date": spidx_date,
+}  # parameters per request, and OR-values per parameter
 
 
 @cache
@@ -114,6 +121,12 @@ class TokenValue:
 class Criterion:
     param: str
     values: tuple[TokenValue | RefValue | StringValue | DateValue, ...]  # OR
+    kind: str = "token"
+    modifier: str = ""  # "missing" or "not" (the others live in the values)
+
+    @property
+    def key(self) -> str:
+        return f"{self.param}:{self.modifier}" if self.modifier else self.param
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +136,7 @@ class Criteria:
 
     def normalized(self) -> str:
         parts = sorted(
-            f"{c.param}={','.join(sorted(v.render() for v in c.values))}" for c in self.criteria
+            f"{c.key}={','.join(sorted(v.render() for v in c.values))}" for c in self.criteria
         )
         return f"{self.resource_type}?{'&'.join(parts)}"
 
@@ -159,9 +172,15 @@ def parse_criteria(
             raise Invalid(
                 f"unknown search parameter '{name}' for {resource_type}", code="not-supported"
             )
+        if modifier == "missing" and base != "_id":
+            if raw not in ("true", "false"):
+                raise Invalid(f"{name} takes true or false")
+            out.append(Criterion(base, (TokenValue(None, raw),), kind, "missing"))
+            continue
         if modifier and not (
             (kind == "reference" and modifier in RESOURCE_TYPES)
             or (kind == "string" and modifier in ("exact", "contains"))
+            or (kind == "token" and modifier == "not" and base != "_id")
         ):
             raise Invalid(
                 f"modifier ':{modifier}' is not supported on parameter '{base}'",
@@ -186,7 +205,7 @@ def parse_criteria(
             raise Invalid(
                 f"at most {MAX_CRITERIA} values for '{name}' per request", code="too-costly"
             )
-        out.append(Criterion(base, values))
+        out.append(Criterion(base, values, kind, "not" if modifier == "not" else ""))
     if require_some and not out:
         raise Invalid("conditional interactions need at least one search criterion")
     return Criteria(resource_type, tuple(out))
@@ -243,6 +262,17 @@ def _compile(criterion: Criterion) -> ColumnElement[bool]:
             if isinstance(v, TokenValue) and v.system is None and v.code
         ]
         return resource.c.res_id.in_(ids) if ids else false()
+    if criterion.modifier == "missing":
+        table = _INDEX_TABLES[criterion.kind].c
+        present = exists(
+            select(1).where(
+                table.res_type == resource.c.res_type,
+                table.res_id == resource.c.res_id,
+                table.param == criterion.param,
+            )
+        )
+        missing = criterion.values[0]
+        return ~present if isinstance(missing, TokenValue) and missing.code == "true" else present
     if any(isinstance(v, RefValue) for v in criterion.values):
         return _compile_reference(criterion)
     if any(isinstance(v, StringValue) for v in criterion.values):
@@ -260,13 +290,14 @@ def _compile(criterion: Criterion) -> ColumnElement[bool]:
         elif v.system is not None:
             conds.append(spidx_token.c.system == v.system)
         alternatives.append(and_(*conds))
-    return exists(
+    matched = exists(
         select(1).where(
             spidx_token.c.res_type == resource.c.res_type,
             spidx_token.c.res_id == resource.c.res_id,
             or_(*alternatives),
         )
     )
+    return ~matched if criterion.modifier == "not" else matched
 
 
 def _compile_reference(criterion: Criterion) -> ColumnElement[bool]:

@@ -263,14 +263,7 @@ def _compile(criterion: Criterion) -> ColumnElement[bool]:
         ]
         return resource.c.res_id.in_(ids) if ids else false()
     if criterion.modifier == "missing":
-        table = _INDEX_TABLES[criterion.kind].c
-        present = exists(
-            select(1).where(
-                table.res_type == resource.c.res_type,
-                table.res_id == resource.c.res_id,
-                table.param == criterion.param,
-            )
-        )
+        present = _indexed(criterion)
         missing = criterion.values[0]
         return ~present if isinstance(missing, TokenValue) and missing.code == "true" else present
     if any(isinstance(v, RefValue) for v in criterion.values):
@@ -282,21 +275,15 @@ def _compile(criterion: Criterion) -> ColumnElement[bool]:
     alternatives = []
     for v in criterion.values:
         assert isinstance(v, TokenValue)
-        conds = [spidx_token.c.param == criterion.param]
+        conds = []
         if v.code is not None:
             conds.append(spidx_token.c.value == v.code)
         if v.system == "":
             conds.append(spidx_token.c.system.is_(None))
         elif v.system is not None:
             conds.append(spidx_token.c.system == v.system)
-        alternatives.append(and_(*conds))
-    matched = exists(
-        select(1).where(
-            spidx_token.c.res_type == resource.c.res_type,
-            spidx_token.c.res_id == resource.c.res_id,
-            or_(*alternatives),
-        )
-    )
+        alternatives.append(and_(true(), *conds))
+    matched = _indexed(criterion, or_(*alternatives))
     return ~matched if criterion.modifier == "not" else matched
 
 
@@ -311,14 +298,23 @@ def _compile_reference(criterion: Criterion) -> ColumnElement[bool]:
             alternatives.append(and_(ref.target_id == v.id, ref.target_type == v.type))
         else:
             alternatives.append(ref.target_id == v.id)
-    return exists(
-        select(1).where(
-            ref.res_type == resource.c.res_type,
-            ref.res_id == resource.c.res_id,
-            ref.param == criterion.param,
-            or_(*alternatives),
-        )
-    )
+    return _indexed(criterion, or_(*alternatives))
+
+
+def _indexed(
+    criterion: Criterion, condition: ColumnElement[bool] | None = None
+) -> ColumnElement[bool]:
+    """EXISTS an index row of the criterion's parameter for the outer resource (meeting
+    `condition`, when given): the one shape every indexed parameter compiles to."""
+    table = _INDEX_TABLES[criterion.kind].c
+    conds = [
+        table.res_type == resource.c.res_type,
+        table.res_id == resource.c.res_id,
+        table.param == criterion.param,
+    ]
+    if condition is not None:
+        conds.append(condition)
+    return exists(select(1).where(*conds))
 
 
 def _like_escape(text: str) -> str:
@@ -338,14 +334,7 @@ def _compile_string(criterion: Criterion) -> ColumnElement[bool]:
         else:
             pattern = f"{_like_escape(normalize(v.text))}%"
             alternatives.append(col.value_normalized.like(pattern, escape="\\"))
-    return exists(
-        select(1).where(
-            col.res_type == resource.c.res_type,
-            col.res_id == resource.c.res_id,
-            col.param == criterion.param,
-            or_(*alternatives),
-        )
-    )
+    return _indexed(criterion, or_(*alternatives))
 
 
 def _date(param: str, text: str) -> DateValue:
@@ -386,11 +375,4 @@ def _compile_date(criterion: Criterion) -> ColumnElement[bool]:
                 slack = max(abs(now - v.low) / 10, timedelta(days=1))
                 cond = and_(col.low < v.high + slack, col.high > v.low - slack)
         alternatives.append(cond)
-    return exists(
-        select(1).where(
-            col.res_type == resource.c.res_type,
-            col.res_id == resource.c.res_id,
-            col.param == criterion.param,
-            or_(*alternatives),
-        )
-    )
+    return _indexed(criterion, or_(*alternatives))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from app.fhir.models import RESOURCE_TYPES
 from app.fhir.rest.router import ROUTES
+from app.fhir.search.criteria import search_params
+from app.fhir.search.registry import params_for
 from tests.conftest import FHIR_JSON
 from tests.factories import patient
 
@@ -34,6 +36,17 @@ async def test_claims_match_route_table(client):
         assert res["conditionalDelete"] == "not-supported"
 
 
+_SAMPLES = {"date": "ge2024-01", "number": "5", "quantity": "gt5.4"}
+
+
+def _sample(rtype: str, name: str, kind: str) -> str:
+    if kind != "composite":
+        return _SAMPLES.get(kind, "x")
+    kinds = search_params(rtype)
+    parts = params_for(rtype)[name].components
+    return "$".join(_SAMPLES.get(kinds[c.param], "x") for c in parts)
+
+
 async def test_every_claimed_interaction_is_served(client, auth):
     """Exercise each claimed interaction on every claimed type: none may answer 404 for the
     route or the type, nor 405."""
@@ -48,8 +61,8 @@ async def test_every_claimed_interaction_is_served(client, auth):
             r = await client.get(f"/{rtype}", headers=auth)
             assert r.status_code == 200, (rtype, r.text)
             for param in res["searchParam"]:
-                sample = {"date": "ge2024-01"}.get(param["type"], "x")
-                r = await client.get(f"/{rtype}?{param['name']}={sample}", headers=auth)
+                sample = _sample(rtype, param["name"], param["type"])
+                r = await client.get(f"/{rtype}", params={param["name"]: sample}, headers=auth)
                 assert r.status_code == 200, (rtype, param, r.text)
         if "history-type" in codes:
             assert (await client.get(f"/{rtype}/_history", headers=auth)).status_code == 200

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from app.errors import Issue, Unprocessable
 
-__all__ = ["RESOURCE_TYPES", "validate_resource"]
+__all__ = ["RESOURCE_TYPES", "summary_elements", "validate_resource"]
 
 # FHIR R4 resource types (https://hl7.org/fhir/R4/resourcelist.html) that also exist in R4B.
 # Parameters and OperationOutcome are exchanged, never stored, so they have no REST endpoint.
@@ -51,6 +51,19 @@ RESOURCE_TYPES: frozenset[str] = frozenset(_R4_TYPES)
 @cache
 def _model(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
+
+
+@cache
+def summary_elements(resource_type: str) -> frozenset[str]:
+    """The JSON names of the type's summary elements (isSummary in its StructureDefinition),
+    each with its `_name` sibling for primitive extensions; used by `_summary=true`."""
+    names: set[str] = {"resourceType"}
+    for name, info in _model(resource_type).model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("summary_element_property"):
+            json_name = info.alias or name
+            names.update((json_name, f"_{json_name}"))
+    return frozenset(names)
 
 
 def validate_resource(resource: dict[str, Any]) -> None:

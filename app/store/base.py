@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 __all__ = [
     "HistoryEntry",
     "HistoryPage",
-    "SearchPage",
     "StoredResource",
     "WriteResult",
     "aware",
@@ -66,13 +65,6 @@ class HistoryEntry:
 class HistoryPage:
     entries: list[HistoryEntry]
     next_cursor: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class SearchPage:
-    resources: list[StoredResource]
-    next_cursor: str | None
-    total: int | None = None
 
 
 def new_id() -> str:

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy import and_, or_, select, true
 
 from app.auth.policy import AccessPolicy
 from app.db import Database
@@ -28,16 +28,17 @@ from app.errors import Forbidden, Gone, NotFound
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import RESOURCE_TYPES
 from app.fhir.search.criteria import Criteria
+from app.fhir.search.query import SearchQuery
 from app.store import statements as q
 from app.store.base import (
     HistoryEntry,
     HistoryPage,
-    SearchPage,
     StoredResource,
     WriteResult,
     format_instant,
     utc_now_ms,
 )
+from app.store.searching import SearchPage, run_search
 from app.store.tables import resource, resource_history
 from app.store.writes import WriteSession
 
@@ -154,36 +155,9 @@ class FhirRepository:
             entries = [e for e in entries if self._visible_version(e.resource, perm)]
         return HistoryPage(entries, rows[-1].hid if more and rows else None)
 
-    async def search(
-        self, criteria: Criteria, *, count: int, cursor: str | None = None
-    ) -> SearchPage:
-        """Type-level search over index tables; keyset-paged on the resource id."""
-        patient = self.policy.restriction(criteria.resource_type, "s")
-        r = resource.c
-        conds: list[Any] = [
-            r.res_type == criteria.resource_type,
-            r.deleted.is_(False),
-            criteria.where(),
-        ]
-        if patient:
-            conds.append(q.compartment_exists(patient, r.res_type, r.res_id))
-        if count == 0:  # _count=0: how many match, no resources
-            async with self.db.read() as conn:
-                total = await conn.scalar(select(func.count()).select_from(resource).where(*conds))
-            return SearchPage([], None, int(total or 0))
-        if cursor is not None:
-            conds.append(r.res_id > cursor)
-        query = (
-            select(r.res_type, r.res_id, r.version, r.last_updated, r.content)
-            .where(*conds)
-            .order_by(r.res_id)
-            .limit(count + 1)
-        )
-        async with self.db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        more = len(rows) > count
-        rows = rows[:count]
-        return SearchPage([q.stored_row(row) for row in rows], rows[-1].res_id if more else None)
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """Type-level search (see app.store.searching)."""
+        return await run_search(self, query)
 
     def _system_filter(self, type_col: Any, id_col: Any) -> Any:
         open_types, confined_types = [], []

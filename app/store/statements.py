@@ -16,6 +16,7 @@ from app.store.tables import (
     resource_compartment,
     resource_history,
     spidx_date,
+    spidx_quantity,
     spidx_reference,
     spidx_string,
     spidx_token,
@@ -71,6 +72,14 @@ INSERT_DATE = Prepared(insert(spidx_date), ["res_type", "res_id", "param", "low"
 DROP_DATES = Prepared(
     delete(spidx_date).where(
         spidx_date.c.res_type == bindparam("rtype"), spidx_date.c.res_id == bindparam("rid")
+    )
+)
+INSERT_QUANTITY = Prepared(
+    insert(spidx_quantity), ["res_type", "res_id", "param", "system", "code", "value"]
+)
+DROP_QUANTITIES = Prepared(
+    delete(spidx_quantity).where(
+        spidx_quantity.c.res_type == bindparam("rtype"), spidx_quantity.c.res_id == bindparam("rid")
     )
 )
 INSERT_STRING = Prepared(

@@ -6,6 +6,7 @@
     spidx_reference       reference search index rows (target type, id, or absolute URL)
     spidx_string          string search index rows (case- and accent-folded, and exact)
     spidx_date            date search index rows: the half-open UTC range [low, high) a value covers
+    spidx_quantity        quantity and number search index rows (value, and unit system/code)
     resource_compartment  Patient compartment membership (who may see a resource)
     conditional_key       unique (type, criteria hash): makes conditional create race-free
 
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -47,6 +49,7 @@ __all__ = [
     "resource_compartment",
     "resource_history",
     "spidx_date",
+    "spidx_quantity",
     "spidx_reference",
     "spidx_string",
     "spidx_token",
@@ -131,6 +134,20 @@ spidx_date = Table(
     Column("low", DateTime(timezone=True), nullable=False),
     Column("high", DateTime(timezone=True), nullable=False),
     Index(None, "res_type", "param", "low", "high"),
+    Index(None, "res_type", "res_id"),
+)
+
+spidx_quantity = Table(
+    "spidx_quantity",
+    metadata,
+    Column("row_id", _Id, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("system", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    Column("value", Double, nullable=False),
+    Index(None, "res_type", "param", "code", "value"),
     Index(None, "res_type", "res_id"),
 )
 

@@ -17,10 +17,17 @@ from app.errors import Conflict, Forbidden, Invalid, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import validate_resource
 from app.fhir.search.criteria import Criteria
-from app.fhir.search.extract import date_rows, reference_rows, string_rows, token_rows
+from app.fhir.search.extract import (
+    date_rows,
+    quantity_rows,
+    reference_rows,
+    string_rows,
+    token_rows,
+)
 from app.store import statements as q
 from app.store.base import StoredResource, WriteResult, format_instant
 from app.store.base import new_id as make_id
+from app.store.searching import policy_guard
 from app.store.tables import conditional_key, resource
 
 if TYPE_CHECKING:
@@ -47,7 +54,11 @@ class WriteSession:
         """Ids of the live resources matching `criteria` that the policy lets the caller see."""
         patient = self.repo.policy.restriction(criteria.resource_type, permission)
         r = resource.c
-        conds = [r.res_type == criteria.resource_type, r.deleted.is_(False), criteria.where()]
+        conds = [
+            r.res_type == criteria.resource_type,
+            r.deleted.is_(False),
+            criteria.where(policy_guard(self.repo)),
+        ]
         if patient:
             conds.append(q.compartment_exists(patient, r.res_type, r.res_id))
         rows = await self.conn.execute(select(r.res_id).where(*conds).limit(2))
@@ -349,6 +360,7 @@ class WriteSession:
         for statement, columns, rows in (
             (q.INSERT_TOKEN, ("param", "system", "value"), token_rows(body)),
             (q.INSERT_DATE, ("param", "low", "high"), date_rows(body)),
+            (q.INSERT_QUANTITY, ("param", "system", "code", "value"), quantity_rows(body)),
             (q.INSERT_STRING, ("param", "value_normalized", "value_exact"), string_rows(body)),
             (
                 q.INSERT_REFERENCE,
@@ -379,5 +391,6 @@ class WriteSession:
         await self.conn.execute(q.DROP_REFERENCES, key)
         await self.conn.execute(q.DROP_STRINGS, key)
         await self.conn.execute(q.DROP_DATES, key)
+        await self.conn.execute(q.DROP_QUANTITIES, key)
         if not keep_compartment:
             await self.conn.execute(q.DROP_COMPARTMENT, key)

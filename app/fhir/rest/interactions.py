@@ -19,6 +19,8 @@ import orjson
 from app.errors import Invalid, Issue, NotFound, operation_outcome
 from app.fhir.models import RESOURCE_TYPES
 from app.fhir.search.criteria import Criteria, parse_criteria
+from app.fhir.search.query import parse_search
+from app.fhir.search.shape import shape
 from app.store.repository import (
     FhirRepository,
     HistoryPage,
@@ -43,7 +45,6 @@ __all__ = [
 ]
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-SEARCH_CONTROL = {"_count", "_cursor", "_format", "_pretty"}
 HISTORY_CONTROL = {"_count", "_cursor", "_since", "_format", "_pretty"}
 
 
@@ -170,33 +171,49 @@ async def search(
     fhir_base: str,
     default_count: int,
     max_count: int,
+    lenient: bool = False,
 ) -> Outcome:
     check_type(resource_type)
-    criteria_pairs = [(k, v) for k, v in query if k not in SEARCH_CONTROL]
-    control = _control(query, SEARCH_CONTROL)
-    count = _count(control.get("_count"), default_count, max_count, allow_zero=True)
-    criteria = parse_criteria(resource_type, criteria_pairs, base_url=fhir_base)
-    page = await repo.search(criteria, count=count, cursor=control.get("_cursor"))
-    base_query = [*criteria_pairs, ("_count", str(count))]
-    links = [_link("self", f"{fhir_base}/{resource_type}", [*base_query, *_cursor(control)])]
+    request = parse_search(
+        resource_type,
+        query,
+        default_count=default_count,
+        max_count=max_count,
+        base_url=fhir_base,
+        lenient=lenient,
+    )
+    page = await repo.search(request)
+    url = f"{fhir_base}/{resource_type}"
+    base_query = [*request.echo, ("_count", str(request.count))]
+    this = [("_cursor", request.cursor.encode())] if request.cursor else []
+    links = [_link("self", url, [*base_query, *this])]
     if page.next_cursor is not None:
-        links.append(
-            _link(
-                "next", f"{fhir_base}/{resource_type}", [*base_query, ("_cursor", page.next_cursor)]
-            )
-        )
+        links.append(_link("next", url, [*base_query, ("_cursor", page.next_cursor.encode())]))
+    if page.prev_cursor is not None:
+        links.append(_link("previous", url, [*base_query, ("_cursor", page.prev_cursor.encode())]))
     entries = [
-        {
-            "fullUrl": f"{fhir_base}/{s.resource_type}/{s.id}",
-            "resource": orjson.Fragment(s.content or b"{}"),
-            "search": {"mode": "match"},
-        }
+        _search_entry(
+            fhir_base, s, "match", shape(s.content or b"{}", request.summary, request.elements)
+        )
         for s in page.resources
     ]
+    entries += [_search_entry(fhir_base, s, "include", s.content or b"{}") for s in page.included]
+    notes = [*request.ignored, *page.notes]
+    if notes:
+        issues = [Issue(code="informational", diagnostics=n, severity="warning") for n in notes]
+        entries.append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
     bundle = _bundle("searchset", links, entries)
     if page.total is not None:
         bundle["total"] = page.total
     return Outcome(200, bundle=bundle)
+
+
+def _search_entry(fhir_base: str, s: StoredResource, mode: str, content: bytes) -> dict[str, Any]:
+    return {
+        "fullUrl": f"{fhir_base}/{s.resource_type}/{s.id}",
+        "resource": orjson.Fragment(content),
+        "search": {"mode": mode},
+    }
 
 
 async def history(

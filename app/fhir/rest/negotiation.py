@@ -21,6 +21,7 @@ __all__ = [
     "fhir_response",
     "parse_if_match",
     "parse_json_body",
+    "prefer_lenient",
     "prefer_return",
     "check_format",
     "resource_headers",
@@ -81,6 +82,17 @@ def prefer_return(prefer: str | None) -> str:
                     if value in ("minimal", "representation", "OperationOutcome"):
                         return value
     return "representation"
+
+
+def prefer_lenient(prefer: str | None) -> bool:
+    """`Prefer: handling=lenient` (https://hl7.org/fhir/R4/search.html#errors); strict is the
+    default."""
+    for part in (prefer or "").split(","):
+        for token in part.split(";"):
+            key, _, value = token.strip().partition("=")
+            if key.strip().lower() == "handling" and value.strip().strip('"') == "lenient":
+                return True
+    return False
 
 
 def parse_if_match(value: str | None) -> int | None:

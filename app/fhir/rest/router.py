@@ -32,6 +32,7 @@ from app.fhir.rest.negotiation import (
     fhir_response,
     parse_if_match,
     parse_json_body,
+    prefer_lenient,
     prefer_return,
     resource_headers,
     wants_pretty,
@@ -152,7 +153,11 @@ async def delete(ctx: Ctx, type: str, id: str) -> Response:
 
 
 async def search(ctx: Ctx, type: str) -> Response:
-    return ctx.respond(await interactions.search(ctx.repo, type, ctx.query(), **ctx.paging()))
+    lenient = prefer_lenient(ctx.request.headers.get("prefer"))
+    outcome = await interactions.search(
+        ctx.repo, type, ctx.query(), lenient=lenient, **ctx.paging()
+    )
+    return ctx.respond(outcome)
 
 
 async def search_post(ctx: Ctx, type: str) -> Response:
@@ -163,7 +168,10 @@ async def search_post(ctx: Ctx, type: str) -> Response:
         form = parse_qsl((await ctx.body()).decode(), keep_blank_values=True)
     except UnicodeDecodeError:
         raise Invalid("the form body is not UTF-8") from None
-    outcome = await interactions.search(ctx.repo, type, ctx.query() + form, **ctx.paging())
+    lenient = prefer_lenient(ctx.request.headers.get("prefer"))
+    outcome = await interactions.search(
+        ctx.repo, type, ctx.query() + form, lenient=lenient, **ctx.paging()
+    )
     return ctx.respond(outcome)
 
 

@@ -9,6 +9,7 @@ gives its value; code, uri, string and boolean primitives give their value with 
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -29,6 +30,9 @@ __all__ = [
     "date_params",
     "date_rows",
     "normalize",
+    "number_params",
+    "quantity_params",
+    "quantity_rows",
     "reference_params",
     "reference_rows",
     "string_params",
@@ -45,6 +49,7 @@ TokenRow = tuple[str, str | None, str | None]  # (param, system, value)
 RefRow = tuple[str, str | None, str | None, str | None]  # (param, type, id, absolute url)
 StringRow = tuple[str, str, str]  # (param, normalized, exact)
 DateRow = tuple[str, datetime, datetime]  # (param, low, high): the range [low, high)
+QuantityRow = tuple[str, str | None, str | None, float]  # (param, system, code, value)
 _MAX_ID = 64
 # the parts of HumanName and Address that a string search matches
 _STRING_PARTS = (
@@ -90,10 +95,22 @@ def date_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
     return _params(resource_type, "date")
 
 
+def quantity_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
+    return _params(resource_type, "quantity")
+
+
+def number_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
+    return _params(resource_type, "number")
+
+
 def _collect(
-    resource: dict[str, Any], kind: str, convert: Callable[[Any], Iterable[tuple[Any, ...]]]
+    resource: dict[str, Any],
+    kind: str,
+    convert: Callable[[Any], Iterable[tuple[Any, ...]]],
+    suffix: str = "",
 ) -> list[tuple[Any, ...]]:
-    """(param, *converted) for every value every `kind` parameter selects, without repeats."""
+    """(param + suffix, *converted) for every value every `kind` parameter selects, without
+    repeats."""
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str):
         return []
@@ -102,7 +119,7 @@ def _collect(
     for code, evaluate in _params(resource_type, kind):
         for value in evaluate(resource):
             for tail in convert(value):
-                row = (code, *tail)
+                row = (code + suffix, *tail)
                 if row not in seen:
                     seen.add(row)
                     rows.append(row)
@@ -122,11 +139,64 @@ def token_rows(resource: dict[str, Any]) -> list[TokenRow]:
 
 
 def string_rows(resource: dict[str, Any]) -> list[StringRow]:
-    return _collect(resource, "string", _string_pairs)  # type: ignore[return-value]
+    """String rows, and the display texts of token values as `code:text` rows, which answer
+    the token `:text` modifier (https://hl7.org/fhir/R4/search.html#token)."""
+    rows = _collect(resource, "string", _string_pairs)
+    rows += _collect(resource, "token", _token_texts, ":text")
+    return rows  # type: ignore[return-value]
+
+
+def _token_texts(value: Any) -> list[tuple[str, str]]:
+    """CodeableConcept.text and Coding.display (also inside a concept), Identifier.type.text."""
+    if not isinstance(value, dict):
+        return []
+    texts = [value.get("text"), value.get("display")]
+    codings = value.get("coding")
+    if isinstance(codings, list):
+        texts += [c.get("display") for c in codings if isinstance(c, dict)]
+    kind = value.get("type")
+    if isinstance(kind, dict):
+        texts.append(kind.get("text"))
+    return _string_pairs_of(t for t in texts if isinstance(t, str))
 
 
 def date_rows(resource: dict[str, Any]) -> list[DateRow]:
     return _collect(resource, "date", value_ranges)  # type: ignore[return-value]
+
+
+def quantity_rows(resource: dict[str, Any]) -> list[QuantityRow]:
+    """Quantity rows (https://hl7.org/fhir/R4/search.html#quantity) and number rows, which are
+    quantities without a unit: both are compared by value, so they share one table."""
+    rows = _collect(resource, "quantity", _quantities)
+    rows += _collect(resource, "number", _numbers)
+    return rows  # type: ignore[return-value]
+
+
+def _numbers(value: Any) -> list[tuple[None, None, float]]:
+    number = _finite(value)
+    return [] if number is None else [(None, None, number)]
+
+
+def _quantities(value: Any) -> list[tuple[str | None, str | None, float]]:
+    """Quantity (and its profiles Age, Duration, ...) gives its UCUM or other code, falling back
+    to the human unit when there is no code; Money gives its currency."""
+    if not isinstance(value, dict):
+        return []
+    number = _finite(value.get("value"))
+    if number is None:
+        return []
+    if "currency" in value:
+        return [("urn:iso:std:iso:4217", _str(value["currency"]), number)]
+    code = _str(value.get("code")) or _str(value.get("unit"))
+    system = _str(value.get("system"))
+    return [(system, code, number)] if _fits(system) and _fits(code) else []
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def reference_rows(resource: dict[str, Any], base_url: str) -> list[RefRow]:
@@ -152,9 +222,11 @@ def _fitting_tokens(value: Any) -> list[tuple[str | None, str | None]]:
 
 
 def _string_pairs(value: Any) -> list[tuple[str, str]]:
-    return [
-        (normalize(text), text) for text in _strings(value) if text and len(text) <= MAX_TOKEN_CHARS
-    ]
+    return _string_pairs_of(_strings(value))
+
+
+def _string_pairs_of(texts: Iterable[str]) -> list[tuple[str, str]]:
+    return [(normalize(text), text) for text in texts if text and len(text) <= MAX_TOKEN_CHARS]
 
 
 def _tokens(value: Any) -> list[tuple[str | None, str | None]]:

@@ -1,0 +1,373 @@
+"""Search criteria compiled to SQL over the typed index tables.
+
+Every indexed parameter compiles to one shape: EXISTS an index row of that parameter for the
+resource in question, meeting the value's condition (https://hl7.org/fhir/R4/search.html). The
+resource in question is an `Owner`: the outer `resource` row for a plain search, the target of
+a reference for a chain, the referring resource for `_has`. Chains and `_has` look at other
+resources, so the caller's access policy comes in as a `Guard`: a chain through a resource the
+caller may not see matches nothing, exactly as if that resource did not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, false, func, literal, not_, or_, select, true
+
+from app.fhir.search.criteria import (
+    CompositeValue,
+    Criteria,
+    Criterion,
+    DateValue,
+    NumberValue,
+    RefValue,
+    StringValue,
+    TokenValue,
+    Value,
+)
+from app.fhir.search.extract import normalize
+from app.fhir.search.query import SortKey
+from app.store.tables import (
+    resource,
+    spidx_date,
+    spidx_quantity,
+    spidx_reference,
+    spidx_string,
+    spidx_token,
+)
+
+__all__ = [
+    "INDEX_TABLES",
+    "Guard",
+    "Owner",
+    "criteria_condition",
+    "criterion_condition",
+    "keyset_condition",
+    "order_by",
+    "sort_expression",
+]
+
+INDEX_TABLES = {
+    "token": spidx_token,
+    "uri": spidx_token,
+    "reference": spidx_reference,
+    "string": spidx_string,
+    "date": spidx_date,
+    "quantity": spidx_quantity,
+    "number": spidx_quantity,
+}
+
+# (resource type, type column or literal, id column) -> the policy's condition on that resource
+Guard = Callable[[str, Any, Any], ColumnElement[bool]]
+
+
+def _open(_type: str, _type_col: Any, _id_col: Any) -> ColumnElement[bool]:
+    return true()
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The resource a condition is about: its type (a column, or a literal type name) and id."""
+
+    type: Any
+    id: Any
+
+
+def criteria_condition(criteria: Criteria, guard: Guard | None = None) -> ColumnElement[bool]:
+    owner = Owner(resource.c.res_type, resource.c.res_id)
+    return and_(true(), *(criterion_condition(c, owner, guard or _open) for c in criteria.criteria))
+
+
+def criterion_condition(criterion: Criterion, owner: Owner, guard: Guard) -> ColumnElement[bool]:
+    if criterion.kind == "chain":
+        return _chain(criterion, owner, guard)
+    if criterion.kind == "has":
+        return _has(criterion, owner, guard)
+    if criterion.param == "_id":
+        ids = [v.code for v in criterion.values if isinstance(v, TokenValue) and v.code]
+        return owner.id.in_(ids) if ids else false()
+    if criterion.modifier == "missing":
+        present = _indexed(criterion, owner)
+        missing = criterion.values[0]
+        return ~present if isinstance(missing, TokenValue) and missing.code == "true" else present
+    if criterion.kind == "composite":
+        return or_(*(_composite(criterion, v, owner) for v in criterion.values))
+    table = INDEX_TABLES[criterion.kind].alias()
+    matched = _indexed(
+        criterion, owner, or_(*(_value(table.c, v) for v in criterion.values)), table
+    )
+    return ~matched if criterion.modifier == "not" else matched
+
+
+def _indexed(
+    criterion: Criterion,
+    owner: Owner,
+    condition: ColumnElement[bool] | None = None,
+    table: Any = None,
+    param: str | None = None,
+) -> ColumnElement[bool]:
+    """EXISTS an index row of the parameter for the owner (meeting `condition`, when given)."""
+    if table is None:
+        table = INDEX_TABLES[criterion.kind].alias()
+    col = table.c
+    conds = [
+        col.res_type == owner.type,
+        col.res_id == owner.id,
+        col.param == (param or criterion.param),
+    ]
+    if condition is not None:
+        conds.append(condition)
+    return exists(select(1).where(*conds))
+
+
+def _composite(criterion: Criterion, value: Value, owner: Owner) -> ColumnElement[bool]:
+    """A composite over the resource itself: every component matches on that resource."""
+    assert isinstance(value, CompositeValue)
+    conds = []
+    for component, part in value.parts:
+        kind = _kind_of(part)
+        table = INDEX_TABLES[kind].alias()
+        conds.append(_indexed(criterion, owner, _value(table.c, part), table, component))
+    return and_(*conds)
+
+
+def _kind_of(value: Value) -> str:
+    match value:
+        case TokenValue():
+            return "token"
+        case StringValue():
+            return "string"
+        case DateValue():
+            return "date"
+        case NumberValue():
+            return "quantity"
+        case RefValue():
+            return "reference"
+    raise TypeError(value)
+
+
+def _value(col: Any, value: Value) -> ColumnElement[bool]:
+    match value:
+        case TokenValue():
+            return _token(col, value)
+        case StringValue():
+            return _string(col, value)
+        case DateValue():
+            return _date(col, value)
+        case NumberValue():
+            return _number(col, value)
+        case RefValue():
+            return _reference(col, value)
+    raise TypeError(value)
+
+
+def _token(col: Any, v: TokenValue) -> ColumnElement[bool]:
+    conds = []
+    if v.code is not None:
+        conds.append(col.value == v.code)
+    if v.system == "":
+        conds.append(col.system.is_(None))
+    elif v.system is not None:
+        conds.append(col.system == v.system)
+    return and_(true(), *conds)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _string(col: Any, v: StringValue) -> ColumnElement[bool]:
+    match v.modifier:
+        case "exact":
+            return col.value_exact == v.text  # type: ignore[no-any-return]
+        case "contains":
+            return col.value_normalized.like(  # type: ignore[no-any-return]
+                f"%{_like_escape(normalize(v.text))}%", escape="\\"
+            )
+        case "below":  # uri: the value and everything under it (token table, no system)
+            return col.value.like(f"{_like_escape(v.text)}%", escape="\\")  # type: ignore[no-any-return]
+        case "above":  # uri: the value and every uri it lies under
+            stored_length = func.length(col.value)
+            return func.substr(literal(v.text), 1, stored_length) == col.value  # type: ignore[no-any-return]
+    return col.value_normalized.like(  # type: ignore[no-any-return]
+        f"{_like_escape(normalize(v.text))}%", escape="\\"
+    )
+
+
+def _reference(col: Any, v: RefValue) -> ColumnElement[bool]:
+    if v.url is not None:
+        return col.target_url == v.url  # type: ignore[no-any-return]
+    if v.type is not None:
+        return and_(col.target_id == v.id, col.target_type == v.type)
+    return col.target_id == v.id  # type: ignore[no-any-return]
+
+
+def _date(col: Any, v: DateValue) -> ColumnElement[bool]:
+    """https://hl7.org/fhir/R4/search.html#prefix, over half-open ranges [low, high)."""
+    within = and_(col.low >= v.low, col.high <= v.high)
+    match v.prefix:
+        case "eq":
+            return within
+        case "ne":
+            return not_(within)
+        case "gt":
+            return col.high > v.high  # type: ignore[no-any-return]
+        case "lt":
+            return col.low < v.low  # type: ignore[no-any-return]
+        case "ge":
+            return or_(col.high > v.high, within)
+        case "le":
+            return or_(col.low < v.low, within)
+        case "sa":
+            return col.low >= v.high  # type: ignore[no-any-return]
+        case "eb":
+            return col.high <= v.low  # type: ignore[no-any-return]
+    # ap: overlaps the value widened by 10% of its distance from now (at least a day)
+    now = datetime.now(UTC)
+    slack = max(abs(now - v.low) / 10, timedelta(days=1))
+    return and_(col.low < v.high + slack, col.high > v.low - slack)
+
+
+def _number(col: Any, v: NumberValue) -> ColumnElement[bool]:
+    """https://hl7.org/fhir/R4/search.html#number: `eq` and `ne` honour the precision of the
+    value as written; the unit must match when the value names one (by code, or by system
+    and code), compared without unit conversion."""
+    match v.prefix:
+        case "eq":
+            cond = and_(col.value >= v.low, col.value < v.high)
+        case "ne":
+            cond = or_(col.value < v.low, col.value >= v.high)
+        case "gt" | "sa":
+            cond = col.value > v.value
+        case "lt" | "eb":
+            cond = col.value < v.value
+        case "ge":
+            cond = col.value >= v.value
+        case "le":
+            cond = col.value <= v.value
+        case _:  # ap: within 10% of the value
+            slack = abs(v.value) / 10 + (v.high - v.low) / 2
+            cond = and_(col.value >= v.value - slack, col.value <= v.value + slack)
+    if v.code is not None:
+        cond = and_(cond, col.code == v.code)
+    if v.system is not None:
+        cond = and_(cond, col.system == v.system)
+    return cond  # type: ignore[no-any-return]
+
+
+def _chain(criterion: Criterion, owner: Owner, guard: Guard) -> ColumnElement[bool]:
+    """The owner references (through `param`) a resource meeting the nested condition."""
+    ref = spidx_reference.alias()
+    alternatives = []
+    for target, inner in criterion.nested:
+        target_owner = Owner(target, ref.c.target_id)
+        alternatives.append(
+            and_(
+                ref.c.target_type == target,
+                criterion_condition(inner, target_owner, guard),
+                guard(target, target, ref.c.target_id),
+            )
+        )
+    return exists(
+        select(1).where(
+            ref.c.res_type == owner.type,
+            ref.c.res_id == owner.id,
+            ref.c.param == criterion.param,
+            or_(*alternatives),
+        )
+    )
+
+
+def _has(criterion: Criterion, owner: Owner, guard: Guard) -> ColumnElement[bool]:
+    """A resource of the nested type references the owner through `via` and meets the nested
+    condition."""
+    ((source, inner),) = criterion.nested
+    ref = spidx_reference.alias()
+    source_owner = Owner(source, ref.c.res_id)
+    return exists(
+        select(1).where(
+            ref.c.res_type == source,
+            ref.c.param == criterion.via,
+            ref.c.target_type == owner.type,
+            ref.c.target_id == owner.id,
+            criterion_condition(inner, source_owner, guard),
+            guard(source, source, ref.c.res_id),
+        )
+    )
+
+
+# ---- sorting and keyset paging ----------------------------------------------------------------
+
+_SORT_COLUMN = {
+    "string": "value_normalized",
+    "token": "value",
+    "uri": "value",
+    "number": "value",
+    "quantity": "value",
+    "reference": "target_id",
+}
+
+
+def sort_expression(key: SortKey) -> Any:
+    """The value a resource sorts by (https://hl7.org/fhir/R4/search.html#sort): for a
+    repeating element the lowest value ascending and the highest descending; a resource
+    without a value sorts last either way."""
+    r = resource.c
+    if key.param == "_id":
+        return r.res_id
+    if key.param == "_lastUpdated":
+        return r.last_updated
+    table = INDEX_TABLES[key.kind].alias()
+    if key.kind == "date":
+        column = table.c.high if key.descending else table.c.low
+    else:
+        column = table.c[_SORT_COLUMN[key.kind]]
+    aggregate = func.max(column) if key.descending else func.min(column)
+    return (
+        select(aggregate)
+        .where(
+            table.c.res_type == r.res_type,
+            table.c.res_id == r.res_id,
+            table.c.param == key.param,
+        )
+        .scalar_subquery()
+    )
+
+
+def order_by(keys: tuple[SortKey, ...], exprs: list[Any], *, reverse: bool) -> list[Any]:
+    """ORDER BY for the sort keys (nulls last), then the id; all flipped for a `prev` page."""
+    out = []
+    for key, expr in zip(keys, exprs, strict=True):
+        descending = key.descending != reverse
+        ordered = expr.desc() if descending else expr.asc()
+        out.append(ordered.nulls_first() if reverse else ordered.nulls_last())
+    out.append(resource.c.res_id.desc() if reverse else resource.c.res_id.asc())
+    return out
+
+
+def keyset_condition(
+    keys: tuple[SortKey, ...],
+    exprs: list[Any],
+    values: tuple[Any, ...],
+    last_id: str,
+    *,
+    after: bool,
+) -> ColumnElement[bool]:
+    """Rows strictly after (or before) the boundary row in the sort order, nulls last:
+    the lexicographic comparison over (keys..., id), built from the innermost key out."""
+    r = resource.c
+    cond: ColumnElement[bool] = r.res_id > last_id if after else r.res_id < last_id
+    for key, expr, value in reversed(list(zip(keys, exprs, values, strict=True))):
+        if value is None:
+            strict = false() if after else expr.is_not(None)
+            equal = expr.is_(None)
+        else:
+            forward = (expr < value) if key.descending else (expr > value)
+            backward = (expr > value) if key.descending else (expr < value)
+            strict = or_(forward, expr.is_(None)) if after else backward
+            equal = expr == value
+        cond = or_(strict, and_(equal, cond))
+    return cond

@@ -38,6 +38,7 @@ from app.store.base import (
     format_instant,
     utc_now_ms,
 )
+from app.store.everything import EverythingPage, EverythingRequest, everything
 from app.store.searching import SearchPage, run_search
 from app.store.tables import resource, resource_history
 from app.store.writes import WriteSession
@@ -128,7 +129,7 @@ class FhirRepository:
             if patient:
                 conds.append(q.compartment_exists(patient, h.res_type, h.res_id))
         else:
-            conds.append(self._system_filter(h.res_type, h.res_id))
+            conds.append(self.type_filter(h.res_type, h.res_id))
         if since is not None:
             conds.append(h.last_updated >= since)
         if cursor is not None:
@@ -159,12 +160,22 @@ class FhirRepository:
         """Type-level search (see app.store.searching)."""
         return await run_search(self, query)
 
-    def _system_filter(self, type_col: Any, id_col: Any) -> Any:
+    async def everything(self, request: EverythingRequest) -> EverythingPage:
+        """Patient/$everything (see app.store.everything); an instance the caller may not
+        read is not found."""
+        if request.patient_id is not None:
+            await self.read("Patient", request.patient_id)
+        return await everything(self, request)
+
+    def type_filter(self, type_col: Any, id_col: Any, permission: str = "s") -> Any:
+        """The policy as a condition on rows of any type: the types it opens, and the
+        compartment-confined types within the caller's compartment."""
         open_types, confined_types = [], []
         for rtype in sorted(RESOURCE_TYPES):
-            if not self.policy.allows(rtype, "s"):
+            if not self.policy.allows(rtype, permission):
                 continue
-            (confined_types if self.policy.restriction(rtype, "s") else open_types).append(rtype)
+            confined = self.policy.restriction(rtype, permission)
+            (confined_types if confined else open_types).append(rtype)
         parts = []
         if len(open_types) == len(RESOURCE_TYPES):
             return true()
@@ -178,7 +189,7 @@ class FhirRepository:
                 )
             )
         if not parts:
-            raise Forbidden("the access token's scopes permit no history")
+            raise Forbidden("the access token's scopes permit no resource type here")
         return or_(*parts)
 
     def _visible_version(self, stored: StoredResource, permission: str) -> bool:

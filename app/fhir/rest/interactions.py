@@ -8,6 +8,8 @@ https://hl7.org/fhir/R4/http.html
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,8 +21,10 @@ import orjson
 from app.errors import Invalid, Issue, NotFound, operation_outcome
 from app.fhir.models import RESOURCE_TYPES
 from app.fhir.search.criteria import Criteria, parse_criteria
+from app.fhir.search.dates import date_range
 from app.fhir.search.query import parse_search
 from app.fhir.search.shape import shape
+from app.store.everything import EverythingRequest
 from app.store.repository import (
     FhirRepository,
     HistoryPage,
@@ -214,6 +218,77 @@ def _search_entry(fhir_base: str, s: StoredResource, mode: str, content: bytes) 
         "resource": orjson.Fragment(content),
         "search": {"mode": mode},
     }
+
+
+EVERYTHING_PARAMS = {"_since", "_type", "_count", "_cursor", "start", "end", "_format", "_pretty"}
+
+
+async def everything(
+    repo: FhirRepository,
+    patient_id: str | None,
+    query: list[tuple[str, str]],
+    *,
+    fhir_base: str,
+    default_count: int,
+    max_count: int,
+) -> Outcome:
+    """Patient/$everything at instance or type level
+    (https://hl7.org/fhir/R4/patient-operation-everything.html), as a paged searchset."""
+    if patient_id is not None:
+        check_id(patient_id)
+    unknown = [k for k, _ in query if k not in EVERYTHING_PARAMS]
+    if unknown:
+        raise Invalid(f"unknown $everything parameter '{unknown[0]}'", code="not-supported")
+    control = _control(query, EVERYTHING_PARAMS)
+    types: tuple[str, ...] = ()
+    if "_type" in control:
+        types = tuple(t.strip() for t in control["_type"].split(",") if t.strip())
+        bad = [t for t in types if t not in RESOURCE_TYPES]
+        if bad or not types:
+            raise Invalid(f"_type names an unknown resource type: {(bad or [''])[0][:40]!r}")
+    start = _care_date(control, "start", high=False)
+    end = _care_date(control, "end", high=True)
+    request = EverythingRequest(
+        patient_id=patient_id,
+        count=_count(control.get("_count"), default_count, max_count),
+        types=types,
+        since=_instant(control["_since"]) if "_since" in control else None,
+        start=start,
+        end=end,
+        cursor=_everything_cursor(control.get("_cursor")),
+    )
+    page = await repo.everything(request)
+    path = f"Patient/{patient_id}/$everything" if patient_id else "Patient/$everything"
+    url = f"{fhir_base}/{path}"
+    base_query = [(k, v) for k, v in query if k in ("_since", "_type", "start", "end")]
+    base_query.append(("_count", str(request.count)))
+    links = [_link("self", url, [*base_query, *_cursor(control)])]
+    if page.next_cursor is not None:
+        token = base64.urlsafe_b64encode(orjson.dumps(page.next_cursor)).decode()
+        links.append(_link("next", url, [*base_query, ("_cursor", token)]))
+    entries = [_search_entry(fhir_base, s, "match", s.content or b"{}") for s in page.resources]
+    return Outcome(200, bundle=_bundle("searchset", links, entries))
+
+
+def _care_date(control: dict[str, str], name: str, *, high: bool) -> datetime | None:
+    if name not in control:
+        return None
+    found = date_range(control[name])
+    if found is None:
+        raise Invalid(f"{name} must be a date, such as 2024-01-31")
+    return found[1] if high else found[0]
+
+
+def _everything_cursor(text: str | None) -> tuple[str, str, str] | None:
+    if text is None:
+        return None
+    try:
+        value = orjson.loads(base64.urlsafe_b64decode(text.encode()))
+    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+        value = None
+    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, str) for v in value)):
+        raise Invalid("_cursor is not a valid paging cursor")
+    return (value[0], value[1], value[2])
 
 
 async def history(

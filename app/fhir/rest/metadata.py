@@ -40,15 +40,30 @@ class _Route(Protocol):
     def interaction(self) -> str | None: ...
     @property
     def level(self) -> str: ...
+    @property
+    def operation(self) -> str | None: ...
+
+
+# Operations this server implements, by the type they run on, with their official definitions.
+_OPERATIONS = {
+    "everything": (
+        "Patient",
+        "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    ),
+}
 
 
 def capability_statement(routes: Iterable[_Route], settings: Settings) -> dict[str, Any]:
+    routes = list(routes)
     served = frozenset((r.interaction, r.level) for r in routes if r.interaction)
-    return _statement(served, settings.fhir_base_url)
+    operations = frozenset(r.operation for r in routes if r.operation)
+    return _statement(served, operations, settings.fhir_base_url)
 
 
 @lru_cache(maxsize=8)
-def _statement(served: frozenset[tuple[str, str]], fhir_base: str) -> dict[str, Any]:
+def _statement(
+    served: frozenset[tuple[str, str]], operations: frozenset[str], fhir_base: str
+) -> dict[str, Any]:
     codes = {code for code, _ in served}
     type_codes = [c for c in _TYPE_ORDER if any((c, lvl) in served for lvl in ("type", "instance"))]
     resources = []
@@ -68,6 +83,13 @@ def _statement(served: frozenset[tuple[str, str]], fhir_base: str) -> dict[str, 
             entry["searchParam"] = [
                 {"name": name, "type": kind} for name, kind in search_params(rtype).items()
             ]
+        declared = [
+            {"name": name, "definition": definition}
+            for name, (on_type, definition) in sorted(_OPERATIONS.items())
+            if name in operations and on_type == rtype
+        ]
+        if declared:
+            entry["operation"] = declared
         resources.append(entry)
     rest: dict[str, Any] = {
         "mode": "server",

@@ -175,6 +175,16 @@ async def search_post(ctx: Ctx, type: str) -> Response:
     return ctx.respond(outcome)
 
 
+async def everything_instance(ctx: Ctx, id: str) -> Response:
+    outcome = await interactions.everything(ctx.repo, id, ctx.query(), **ctx.paging())
+    return ctx.respond(outcome)
+
+
+async def everything_type(ctx: Ctx) -> Response:
+    outcome = await interactions.everything(ctx.repo, None, ctx.query(), **ctx.paging())
+    return ctx.respond(outcome)
+
+
 async def history_instance(ctx: Ctx, type: str, id: str) -> Response:
     return ctx.respond(await interactions.history(ctx.repo, type, id, ctx.query(), **ctx.paging()))
 
@@ -221,6 +231,7 @@ class RouteSpec:
     endpoint: Callable[..., Awaitable[Response]]
     interaction: str | None  # CapabilityStatement interaction code
     level: str  # "system", "type" or "instance"
+    operation: str | None = None  # e.g. "everything", for Patient/$everything
 
     @property
     def segments(self) -> tuple[str, ...]:
@@ -234,6 +245,10 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "", bundle, "batch", "system"),
     RouteSpec("GET", "/_history", history_system, "history-system", "system"),
     RouteSpec("GET", "/{type}/_history", history_type, "history-type", "type"),
+    RouteSpec("GET", "/Patient/$everything", everything_type, None, "type", "everything"),
+    RouteSpec(
+        "GET", "/Patient/{id}/$everything", everything_instance, None, "instance", "everything"
+    ),
     RouteSpec("POST", "/{type}/_search", search_post, "search-type", "type"),
     RouteSpec("GET", "/{type}/{id}/_history/{vid}", vread, "vread", "instance"),
     RouteSpec("GET", "/{type}/{id}/_history", history_instance, "history-instance", "instance"),

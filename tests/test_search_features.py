@@ -277,3 +277,46 @@ async def test_summary_elements_total_and_lenient(client, auth):
     assert "nosuch" in text and "birthdate" in text
     self_link = r.json()["link"][0]["url"]
     assert "nosuch" not in self_link and "identifier=e1" in self_link
+
+
+async def test_us_core_required_searches(client, auth):
+    """https://hl7.org/fhir/us/core/STU6.1/: the searches a US Core server SHALL support."""
+    pid = await _create(
+        client,
+        auth,
+        patient("uc1", family="Shaw", gender="female", birthDate="1971-07-04"),
+    )
+    await _create(client, auth, patient("uc2", family="Shaw", gender="male"))
+    enc = encounter(pid)
+    enc["period"] = {"start": "2024-02-01T09:00:00Z", "end": "2024-02-01T09:30:00Z"}
+    eid = await _create(client, auth, enc)
+    lab = observation(pid, code="718-7")
+    lab["category"] = [
+        {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                    "code": "laboratory",
+                }
+            ]
+        }
+    ]
+    lab["effectiveDateTime"] = "2024-02-01T09:10:00Z"
+    oid = await _create(client, auth, lab)
+    await _create(client, auth, observation(pid))
+    mrn = "urn:oid:2.16.840.1.113883.3.dxf.mrn"
+    for query, expect in [
+        (f"Patient?_id={pid}", {pid}),
+        (f"Patient?identifier={mrn}|uc1", {pid}),
+        ("Patient?name=shaw&gender=female", {pid}),
+        ("Patient?name=Shaw&birthdate=1971-07-04", {pid}),
+        (f"Encounter?patient={pid}", {eid}),
+        (f"Encounter?_id={eid}", {eid}),
+        (f"Encounter?date=ge2024-02-01&patient={pid}", {eid}),
+        (f"Encounter?date=lt2024-01-01&patient={pid}", set()),
+        (f"Observation?patient={pid}&category=laboratory", {oid}),
+        (f"Observation?patient={pid}&code=http://loinc.org|718-7", {oid}),
+        (f"Observation?patient={pid}&category=laboratory&date=2024-02", {oid}),
+        (f"Observation?patient={pid}&category=laboratory&date=gt2024-03", set()),
+    ]:
+        assert await _ids(client, auth, query) == expect, query

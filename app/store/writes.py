@@ -19,6 +19,7 @@ from app.fhir.models import validate_resource
 from app.fhir.search.criteria import Criteria
 from app.fhir.search.extract import (
     date_rows,
+    present_fields,
     quantity_rows,
     reference_rows,
     string_rows,
@@ -71,13 +72,16 @@ class WriteSession:
         *,
         if_none_exist: Criteria | None = None,
         resource_id: str | None = None,
+        minted: bool = False,
     ) -> WriteResult:
+        """Create; `resource_id` is the client's choice (checked under a savepoint, so a
+        concurrent claim is a 409), or one the server minted (`minted`: a fresh uuid)."""
         patient = self.repo.policy.restriction(resource_type, "c")
         self._check_body(resource_type, body)
         self._check_confined(patient, resource_type, body)
         new_id = resource_id or make_id()
         # a client-chosen id can be taken concurrently; a fresh uuid cannot
-        add = self._insert_new if resource_id else self._insert
+        add = self._insert_new if resource_id and not minted else self._insert
         if if_none_exist is None:
             return WriteResult(await add(resource_type, new_id, body), created=True)
         for _ in range(_MAX_RETRIES):
@@ -357,15 +361,20 @@ class WriteSession:
     ) -> None:
         if not fresh:
             await self._drop_index(resource_type, resource_id, keep_compartment=False)
+        present = present_fields(body)
         for statement, columns, rows in (
-            (q.INSERT_TOKEN, ("param", "system", "value"), token_rows(body)),
-            (q.INSERT_DATE, ("param", "low", "high"), date_rows(body)),
-            (q.INSERT_QUANTITY, ("param", "system", "code", "value"), quantity_rows(body)),
-            (q.INSERT_STRING, ("param", "value_normalized", "value_exact"), string_rows(body)),
+            (q.INSERT_TOKEN, ("param", "system", "value"), token_rows(body, present)),
+            (q.INSERT_DATE, ("param", "low", "high"), date_rows(body, present)),
+            (q.INSERT_QUANTITY, ("param", "system", "code", "value"), quantity_rows(body, present)),
+            (
+                q.INSERT_STRING,
+                ("param", "value_normalized", "value_exact"),
+                string_rows(body, present),
+            ),
             (
                 q.INSERT_REFERENCE,
                 ("param", "target_type", "target_id", "target_url"),
-                reference_rows(body, self.repo.base_url),
+                reference_rows(body, self.repo.base_url, present),
             ),
         ):
             if rows:

@@ -212,7 +212,9 @@ class _Context:
                 else None
             )
             body = {k: v for k, v in _body(e).items() if k != "id"}
-            result = await tx.create(p[0], body, if_none_exist=criteria, resource_id=e.assigned_id)
+            result = await tx.create(
+                p[0], body, if_none_exist=criteria, resource_id=e.assigned_id, minted=True
+            )
             if result.resource.id != e.assigned_id:
                 raise Conflict("a concurrent request created a matching resource; retry")
             status = 201 if result.created else 200

@@ -10,6 +10,7 @@ gives its value; code, uri, string and boolean primitives give their value with 
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -30,6 +31,7 @@ __all__ = [
     "date_params",
     "date_rows",
     "normalize",
+    "present_fields",
     "number_params",
     "quantity_params",
     "quantity_rows",
@@ -72,11 +74,49 @@ _MAX_URL = 2048
 def _params(resource_type: str, kind: str) -> tuple[tuple[str, Evaluator], ...]:
     """The parameters of one search type for a resource type (each with an expression; `_id`
     is answered from the resource table)."""
+    return tuple((code, evaluate) for code, evaluate, _ in _plans(resource_type, kind))
+
+
+@cache
+def _plans(
+    resource_type: str, kind: str
+) -> tuple[tuple[str, Evaluator, frozenset[str] | None], ...]:
+    """(code, evaluator, the top-level elements its expression starts from, when known)."""
     return tuple(
-        (code, compile_path(param.expression))
+        (code, compile_path(param.expression), _first_fields(param.expression))
         for code, param in sorted(params_for(resource_type).items())
         if param.type == kind and param.expression and code != "_id"
     )
+
+
+_FIRST_FIELD = re.compile(r"^\(?([A-Z][A-Za-z]*)\.([a-z][A-Za-z0-9]*)\b")
+
+
+def _first_fields(expression: str) -> frozenset[str] | None:
+    """The top-level elements an expression reads (`Observation.value as Quantity` reads
+    `value`); None when it is not a plain path, so it is always evaluated."""
+    if "exists" in expression or " and " in expression:
+        return None
+    fields = set()
+    for term in expression.split("|"):
+        match = _FIRST_FIELD.match(term.strip())
+        if match is None:
+            return None
+        fields.add(match.group(2))
+    return frozenset(fields)
+
+
+def present_fields(resource: dict[str, Any]) -> set[str]:
+    """The resource's top-level element names, choice elements also by their stem
+    (`valueQuantity` is `value` too). Computed once per resource and handed to the *_rows
+    functions, which skip the parameters that read none of them."""
+    names = set(resource)
+    for key in resource:
+        for i, ch in enumerate(key):
+            if ch.isupper():
+                names.add(key[:i])
+                break
+    return names
 
 
 def token_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
@@ -108,6 +148,7 @@ def _collect(
     kind: str,
     convert: Callable[[Any], Iterable[tuple[Any, ...]]],
     suffix: str = "",
+    present: set[str] | None = None,
 ) -> list[tuple[Any, ...]]:
     """(param + suffix, *converted) for every value every `kind` parameter selects, without
     repeats."""
@@ -116,7 +157,11 @@ def _collect(
         return []
     rows: list[tuple[Any, ...]] = []
     seen: set[tuple[Any, ...]] = set()
-    for code, evaluate in _params(resource_type, kind):
+    if present is None:
+        present = present_fields(resource)
+    for code, evaluate, fields in _plans(resource_type, kind):
+        if fields is not None and fields.isdisjoint(present):
+            continue  # nothing it reads is there
         for value in evaluate(resource):
             for tail in convert(value):
                 row = (code + suffix, *tail)
@@ -130,19 +175,19 @@ def uri_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
     return _params(resource_type, "uri")
 
 
-def token_rows(resource: dict[str, Any]) -> list[TokenRow]:
+def token_rows(resource: dict[str, Any], present: set[str] | None = None) -> list[TokenRow]:
     """Token rows, and uri rows too: a uri is matched exactly, like a code with no system, so
     uri parameters share the token table (https://hl7.org/fhir/R4/search.html#uri)."""
-    rows = _collect(resource, "token", _fitting_tokens)
-    rows += _collect(resource, "uri", _fitting_uris)
+    rows = _collect(resource, "token", _fitting_tokens, present=present)
+    rows += _collect(resource, "uri", _fitting_uris, present=present)
     return rows  # type: ignore[return-value]
 
 
-def string_rows(resource: dict[str, Any]) -> list[StringRow]:
+def string_rows(resource: dict[str, Any], present: set[str] | None = None) -> list[StringRow]:
     """String rows, and the display texts of token values as `code:text` rows, which answer
     the token `:text` modifier (https://hl7.org/fhir/R4/search.html#token)."""
-    rows = _collect(resource, "string", _string_pairs)
-    rows += _collect(resource, "token", _token_texts, ":text")
+    rows = _collect(resource, "string", _string_pairs, present=present)
+    rows += _collect(resource, "token", _token_texts, ":text", present)
     return rows  # type: ignore[return-value]
 
 
@@ -160,15 +205,15 @@ def _token_texts(value: Any) -> list[tuple[str, str]]:
     return _string_pairs_of(t for t in texts if isinstance(t, str))
 
 
-def date_rows(resource: dict[str, Any]) -> list[DateRow]:
-    return _collect(resource, "date", value_ranges)  # type: ignore[return-value]
+def date_rows(resource: dict[str, Any], present: set[str] | None = None) -> list[DateRow]:
+    return _collect(resource, "date", value_ranges, present=present)  # type: ignore[return-value]
 
 
-def quantity_rows(resource: dict[str, Any]) -> list[QuantityRow]:
+def quantity_rows(resource: dict[str, Any], present: set[str] | None = None) -> list[QuantityRow]:
     """Quantity rows (https://hl7.org/fhir/R4/search.html#quantity) and number rows, which are
     quantities without a unit: both are compared by value, so they share one table."""
-    rows = _collect(resource, "quantity", _quantities)
-    rows += _collect(resource, "number", _numbers)
+    rows = _collect(resource, "quantity", _quantities, present=present)
+    rows += _collect(resource, "number", _numbers, present=present)
     return rows  # type: ignore[return-value]
 
 
@@ -199,7 +244,9 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def reference_rows(resource: dict[str, Any], base_url: str) -> list[RefRow]:
+def reference_rows(
+    resource: dict[str, Any], base_url: str, present: set[str] | None = None
+) -> list[RefRow]:
     """(param, target type, target id, url) for every reference the type's parameters select.
     Local references (`Type/id`, with or without `_history`, or under this server's base URL)
     give type and id; references to other servers give only their URL; contained (`#x`) and
@@ -210,7 +257,7 @@ def reference_rows(resource: dict[str, Any], base_url: str) -> list[RefRow]:
         target = _target(ref, base_url) if isinstance(ref, str) else None
         return [target] if target is not None else []
 
-    return _collect(resource, "reference", targets)  # type: ignore[return-value]
+    return _collect(resource, "reference", targets, present=present)  # type: ignore[return-value]
 
 
 def _fitting_uris(value: Any) -> list[tuple[None, str]]:

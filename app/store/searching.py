@@ -50,6 +50,8 @@ def policy_guard(repo: FhirRepository, permission: str = "s") -> Any:
             return false()
         if patient is None:
             return true()
+        if isinstance(type_expr, str):
+            return q.compartment_member(patient, type_expr, id_expr)  # type: ignore[no-any-return]
         return q.compartment_exists(patient, type_expr, id_expr)  # type: ignore[no-any-return]
 
     return guard
@@ -62,10 +64,10 @@ async def run_search(repo: FhirRepository, query: SearchQuery) -> SearchPage:
     conds: list[Any] = [
         r.res_type == criteria.resource_type,
         r.deleted.is_(False),
-        criteria.where(policy_guard(repo)),
+        criteria.where(policy_guard(repo), driven=patient is not None),
     ]
     if patient:
-        conds.append(q.compartment_exists(patient, r.res_type, r.res_id))
+        conds.append(q.compartment_member(patient, criteria.resource_type, r.res_id))
     total = None
     if query.total != "none" or query.count == 0:
         async with repo.db.read() as conn:

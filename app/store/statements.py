@@ -170,6 +170,14 @@ def stored_row(row: Any) -> StoredResource:
     )
 
 
+def compartment_member(patient: str, resource_type: str, id_col: Any) -> Any:
+    """`id_col` is the id of a `resource_type` in the patient's compartment, as an
+    uncorrelated IN over the compartment table's primary key (it can drive a search)."""
+    c = resource_compartment.c
+    members = select(c.res_id).where(c.patient_id == patient, c.res_type == resource_type)
+    return id_col.in_(members)
+
+
 def compartment_exists(patient: str, type_col: Any, id_col: Any) -> Any:
     c = resource_compartment.c
     return exists(

@@ -64,6 +64,9 @@ metadata = MetaData(
 )
 
 _Id = BigInteger().with_variant(Integer(), "sqlite")
+# Text ordered by code point on both backends (PostgreSQL's "C" collation; SQLite's BINARY is
+# already that), so a string prefix is a range the index answers whatever the locale.
+_Binary = Text().with_variant(Text(collation="C"), "postgresql")
 
 
 class RawJson(TypeDecorator[str]):
@@ -120,8 +123,8 @@ spidx_token = Table(
     Column("param", String(64), nullable=False),
     Column("system", Text, nullable=True),
     Column("value", Text, nullable=True),
-    Index(None, "res_type", "param", "value", "system"),
-    Index(None, "res_type", "res_id"),
+    Index(None, "res_type", "param", "value", "res_id", "system"),
+    Index(None, "res_type", "res_id", "param"),
 )
 
 spidx_date = Table(
@@ -134,7 +137,7 @@ spidx_date = Table(
     Column("low", DateTime(timezone=True), nullable=False),
     Column("high", DateTime(timezone=True), nullable=False),
     Index(None, "res_type", "param", "low", "high"),
-    Index(None, "res_type", "res_id"),
+    Index(None, "res_type", "res_id", "param"),
 )
 
 spidx_quantity = Table(
@@ -148,7 +151,7 @@ spidx_quantity = Table(
     Column("code", Text, nullable=True),
     Column("value", Double, nullable=False),
     Index(None, "res_type", "param", "code", "value"),
-    Index(None, "res_type", "res_id"),
+    Index(None, "res_type", "res_id", "param"),
 )
 
 spidx_string = Table(
@@ -158,10 +161,10 @@ spidx_string = Table(
     Column("res_type", String(64), nullable=False),
     Column("res_id", String(64), nullable=False),
     Column("param", String(64), nullable=False),
-    Column("value_normalized", Text, nullable=False),
+    Column("value_normalized", _Binary, nullable=False),
     Column("value_exact", Text, nullable=False),
     Index(None, "res_type", "param", "value_normalized"),
-    Index(None, "res_type", "res_id"),
+    Index(None, "res_type", "res_id", "param"),
 )
 
 spidx_reference = Table(
@@ -174,8 +177,8 @@ spidx_reference = Table(
     Column("target_type", String(64), nullable=True),
     Column("target_id", String(64), nullable=True),
     Column("target_url", Text, nullable=True),
-    Index(None, "res_type", "param", "target_id", "target_type"),
-    Index(None, "res_type", "res_id"),
+    Index(None, "res_type", "param", "target_id", "res_id", "target_type"),
+    Index(None, "res_type", "res_id", "param"),
     Index(None, "target_type", "target_id"),
 )
 

@@ -233,12 +233,13 @@ class Criteria:
         text = self.normalized() if scope is None else f"Patient/{scope}:{self.normalized()}"
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def where(self, guard: object = None) -> object:
+    def where(self, guard: object = None, *, driven: bool = False) -> object:
         """The SQL condition on `resource` (see sql.py); `guard` applies the caller's access
-        policy to the resources chains and `_has` look into."""
+        policy to the resources chains and `_has` look into; `driven`: another condition
+        (a compartment) drives the search."""
         from app.fhir.search.sql import criteria_condition
 
-        return criteria_condition(self, guard)  # type: ignore[arg-type]
+        return criteria_condition(self, guard, driven=driven)  # type: ignore[arg-type]
 
 
 # ---- parsing ---------------------------------------------------------------------------------

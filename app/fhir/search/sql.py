@@ -76,30 +76,72 @@ class Owner:
     id: Any
 
 
-def criteria_condition(criteria: Criteria, guard: Guard | None = None) -> ColumnElement[bool]:
-    owner = Owner(resource.c.res_type, resource.c.res_id)
-    return and_(true(), *(criterion_condition(c, owner, guard or _open) for c in criteria.criteria))
+def criteria_condition(
+    criteria: Criteria, guard: Guard | None = None, *, driven: bool = False
+) -> ColumnElement[bool]:
+    """AND of the criteria on `resource`. The likeliest-selective criterion becomes the
+    driver: an uncorrelated `res_id IN (ids from its index)` that both databases run once
+    and look the resources up from; the others become probes, correlated EXISTS checks on
+    each candidate through the index tables' (type, id) index. `driven`: the caller already
+    drives the search (a compartment), so every criterion is a probe."""
+    owner = Owner(criteria.resource_type, resource.c.res_id)
+    guard = guard or _open
+    ranked = sorted(range(len(criteria.criteria)), key=lambda i: _rank(criteria.criteria[i]))
+    driver = None if driven or not ranked else ranked[0]
+    if driver is not None and _rank(criteria.criteria[driver]) >= _NEVER_DRIVES:
+        driver = None
+    return and_(
+        true(),
+        *(
+            criterion_condition(c, owner, guard, probe=i != driver)
+            for i, c in enumerate(criteria.criteria)
+        ),
+    )
 
 
-def criterion_condition(criterion: Criterion, owner: Owner, guard: Guard) -> ColumnElement[bool]:
+_NEVER_DRIVES = 9
+
+
+def _rank(criterion: Criterion) -> int:
+    """A guess at selectivity (lower: fewer matches), from the kind of criterion alone."""
+    if criterion.modifier in ("missing", "not"):
+        return _NEVER_DRIVES
+    if criterion.param == "_id":
+        return 0
+    return {
+        "reference": 1,
+        "token": 2,
+        "uri": 2,
+        "chain": 3,
+        "has": 3,
+        "string": 4,
+        "composite": 4,
+        "date": 6,
+        "quantity": 6,
+        "number": 6,
+    }.get(criterion.kind, 5)
+
+
+def criterion_condition(
+    criterion: Criterion, owner: Owner, guard: Guard, *, probe: bool = False
+) -> ColumnElement[bool]:
     if criterion.kind == "chain":
-        return _chain(criterion, owner, guard)
+        return _chain(criterion, owner, guard, probe)
     if criterion.kind == "has":
-        return _has(criterion, owner, guard)
+        return _has(criterion, owner, guard, probe)
     if criterion.param == "_id":
         ids = [v.code for v in criterion.values if isinstance(v, TokenValue) and v.code]
-        return owner.id.in_(ids) if ids else false()
+        return owner.id.in_(ids) if ids else false()  # type: ignore[no-any-return]
     if criterion.modifier == "missing":
-        present = _indexed(criterion, owner)
         missing = criterion.values[0]
-        return ~present if isinstance(missing, TokenValue) and missing.code == "true" else present
+        wanted = isinstance(missing, TokenValue) and missing.code == "true"
+        return _indexed(criterion, owner, negate=wanted, probe=probe)
     if criterion.kind == "composite":
-        return or_(*(_composite(criterion, v, owner) for v in criterion.values))
+        return or_(*(_composite(criterion, v, owner, probe) for v in criterion.values))
     table = INDEX_TABLES[criterion.kind].alias()
-    matched = _indexed(
-        criterion, owner, or_(*(_value(table.c, v) for v in criterion.values)), table
-    )
-    return ~matched if criterion.modifier == "not" else matched
+    condition = or_(*(_value(table.c, v) for v in criterion.values))
+    negate = criterion.modifier == "not"
+    return _indexed(criterion, owner, condition, table, negate=negate, probe=probe)
 
 
 def _indexed(
@@ -108,29 +150,37 @@ def _indexed(
     condition: ColumnElement[bool] | None = None,
     table: Any = None,
     param: str | None = None,
+    *,
+    negate: bool = False,
+    probe: bool = False,
 ) -> ColumnElement[bool]:
-    """EXISTS an index row of the parameter for the owner (meeting `condition`, when given)."""
+    """The owner has (or, `negate`d, has not) an index row of the parameter meeting
+    `condition`: as a driver, its id is IN the ids the index gives (uncorrelated, run once);
+    as a probe, EXISTS such a row among the owner's own rows."""
     if table is None:
         table = INDEX_TABLES[criterion.kind].alias()
     col = table.c
-    conds = [
-        col.res_type == owner.type,
-        col.res_id == owner.id,
-        col.param == (param or criterion.param),
-    ]
+    conds = [col.res_type == owner.type, col.param == (param or criterion.param)]
     if condition is not None:
         conds.append(condition)
-    return exists(select(1).where(*conds))
+    if probe:
+        found = exists(select(1).where(col.res_id == owner.id, *conds))
+        return ~found if negate else found
+    ids = select(col.res_id).where(*conds)
+    return owner.id.not_in(ids) if negate else owner.id.in_(ids)  # type: ignore[no-any-return]
 
 
-def _composite(criterion: Criterion, value: Value, owner: Owner) -> ColumnElement[bool]:
+def _composite(
+    criterion: Criterion, value: Value, owner: Owner, probe: bool
+) -> ColumnElement[bool]:
     """A composite over the resource itself: every component matches on that resource."""
     assert isinstance(value, CompositeValue)
     conds = []
-    for component, part in value.parts:
-        kind = _kind_of(part)
-        table = INDEX_TABLES[kind].alias()
-        conds.append(_indexed(criterion, owner, _value(table.c, part), table, component))
+    for n, (component, part) in enumerate(value.parts):
+        table = INDEX_TABLES[_kind_of(part)].alias()
+        condition = _value(table.c, part)
+        # the first component may drive; the rest check the resources it yields
+        conds.append(_indexed(criterion, owner, condition, table, component, probe=probe or n > 0))
     return and_(*conds)
 
 
@@ -192,9 +242,17 @@ def _string(col: Any, v: StringValue) -> ColumnElement[bool]:
         case "above":  # uri: the value and every uri it lies under
             stored_length = func.length(col.value)
             return func.substr(literal(v.text), 1, stored_length) == col.value  # type: ignore[no-any-return]
-    return col.value_normalized.like(  # type: ignore[no-any-return]
-        f"{_like_escape(normalize(v.text))}%", escape="\\"
-    )
+    return _prefix(col.value_normalized, normalize(v.text))
+
+
+def _prefix(column: Any, prefix: str) -> ColumnElement[bool]:
+    """Starts with `prefix`, as the index range [prefix, prefix with its last character
+    incremented): the columns compare by code point on both backends (see tables.py)."""
+    last = ord(prefix[-1]) if prefix else 0
+    if not prefix or last >= 0x10FFFF or 0xD7FF <= last < 0xE000:
+        return column.like(f"{_like_escape(prefix)}%", escape="\\")  # type: ignore[no-any-return]
+    upper = prefix[:-1] + chr(last + 1)
+    return and_(column >= prefix, column < upper)
 
 
 def _reference(col: Any, v: RefValue) -> ColumnElement[bool]:
@@ -258,7 +316,7 @@ def _number(col: Any, v: NumberValue) -> ColumnElement[bool]:
     return cond  # type: ignore[no-any-return]
 
 
-def _chain(criterion: Criterion, owner: Owner, guard: Guard) -> ColumnElement[bool]:
+def _chain(criterion: Criterion, owner: Owner, guard: Guard, probe: bool) -> ColumnElement[bool]:
     """The owner references (through `param`) a resource meeting the nested condition."""
     ref = spidx_reference.alias()
     alternatives = []
@@ -271,32 +329,28 @@ def _chain(criterion: Criterion, owner: Owner, guard: Guard) -> ColumnElement[bo
                 guard(target, target, ref.c.target_id),
             )
         )
-    return exists(
-        select(1).where(
-            ref.c.res_type == owner.type,
-            ref.c.res_id == owner.id,
-            ref.c.param == criterion.param,
-            or_(*alternatives),
-        )
-    )
+    conds = [ref.c.res_type == owner.type, ref.c.param == criterion.param, or_(*alternatives)]
+    if probe:
+        return exists(select(1).where(ref.c.res_id == owner.id, *conds))
+    return owner.id.in_(select(ref.c.res_id).where(*conds))  # type: ignore[no-any-return]
 
 
-def _has(criterion: Criterion, owner: Owner, guard: Guard) -> ColumnElement[bool]:
+def _has(criterion: Criterion, owner: Owner, guard: Guard, probe: bool) -> ColumnElement[bool]:
     """A resource of the nested type references the owner through `via` and meets the nested
     condition."""
     ((source, inner),) = criterion.nested
     ref = spidx_reference.alias()
     source_owner = Owner(source, ref.c.res_id)
-    return exists(
-        select(1).where(
-            ref.c.res_type == source,
-            ref.c.param == criterion.via,
-            ref.c.target_type == owner.type,
-            ref.c.target_id == owner.id,
-            criterion_condition(inner, source_owner, guard),
-            guard(source, source, ref.c.res_id),
-        )
-    )
+    conds = [
+        ref.c.res_type == source,
+        ref.c.param == criterion.via,
+        ref.c.target_type == owner.type,
+        criterion_condition(inner, source_owner, guard),
+        guard(source, source, ref.c.res_id),
+    ]
+    if probe:
+        return exists(select(1).where(ref.c.target_id == owner.id, *conds))
+    return owner.id.in_(select(ref.c.target_id).where(*conds))  # type: ignore[no-any-return]
 
 
 # ---- sorting and keyset paging ----------------------------------------------------------------

@@ -210,7 +210,9 @@ class FhirRepository:
     async def transaction(self) -> AsyncIterator[WriteSession]:
         """One atomic unit of work: everything done through the session commits or none does."""
         async with self.db.write() as conn:
-            yield WriteSession(self, conn)
+            session = WriteSession(self, conn)
+            yield session
+            await session.flush()
 
     async def create(
         self, resource_type: str, body: dict[str, Any], *, if_none_exist: Criteria | None = None

@@ -6,6 +6,8 @@ rows in the same transaction, race-free conditional create) and the access rules
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -39,13 +41,57 @@ __all__ = ["WriteSession"]
 _MAX_RETRIES = 20
 
 
+class _Deferring:
+    """The transaction's connection, holding back the rows nothing reads before commit
+    (history, index and compartment rows) so that a transaction Bundle writes each table's
+    rows in one executemany instead of one statement per resource and table. Any other
+    statement first writes what is held back, so the transaction always reads its own
+    writes; a savepoint that rolls back drops what was held back inside it."""
+
+    def __init__(self, conn: DbConnection) -> None:
+        self._conn = conn
+        self._pending: dict[Any, list[dict[str, Any]]] = {}
+
+    def defer(self, statement: Any, rows: list[dict[str, Any]]) -> None:
+        self._pending.setdefault(statement, []).extend(rows)
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for statement, rows in pending.items():
+            await self._conn.execute(statement, rows)
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        if self._pending:
+            await self.flush()
+        return await self._conn.execute(statement, parameters)
+
+    async def scalar(self, statement: Any, parameters: Any = None) -> Any:
+        if self._pending:
+            await self.flush()
+        return await self._conn.scalar(statement, parameters)
+
+    @asynccontextmanager
+    async def begin_nested(self) -> AsyncIterator[None]:
+        await self.flush()
+        try:
+            async with self._conn.begin_nested():
+                yield
+        except BaseException:
+            self._pending = {}  # what was held back inside the savepoint is rolled back too
+            raise
+
+
 class WriteSession:
     """Writes inside one open transaction (see FhirRepository.transaction)."""
 
     def __init__(self, repo: FhirRepository, conn: DbConnection) -> None:
         self.repo = repo
-        self.conn = conn
+        self.conn = _Deferring(conn)
         self.now = repo.clock()
+
+    async def flush(self) -> None:
+        """Write what is held back; FhirRepository.transaction calls it before commit."""
+        await self.conn.flush()
 
     async def read(self, resource_type: str, resource_id: str) -> StoredResource:
         patient = self.repo.policy.restriction(resource_type, "r")
@@ -253,7 +299,7 @@ class WriteSession:
         """Insert under a savepoint: a client-chosen id taken meanwhile is a 409, not a 500."""
         try:
             async with self.conn.begin_nested():
-                return await self._insert(resource_type, resource_id, body)
+                return await self._insert(resource_type, resource_id, body, fresh_id=False)
         except IntegrityError:
             raise Conflict(
                 f"{resource_type}/{resource_id} was created concurrently; retry the request"
@@ -299,21 +345,25 @@ class WriteSession:
         return stamped, orjson.dumps(stamped)
 
     async def _insert(
-        self, resource_type: str, resource_id: str, body: dict[str, Any]
+        self, resource_type: str, resource_id: str, body: dict[str, Any], *, fresh_id: bool = True
     ) -> StoredResource:
+        """Insert version 1. A `fresh_id` (a uuid minted here) cannot be taken, so even the
+        resource row waits with the index rows to be written in one batch; a client's id
+        is inserted at once, so a collision surfaces inside the caller's savepoint."""
         stamped, content = self._stamp(body, resource_id, 1)
         text = content.decode()
-        await self.conn.execute(
-            q.INSERT_RESOURCE,
-            {
-                "res_type": resource_type,
-                "res_id": resource_id,
-                "version": 1,
-                "last_updated": self.now,
-                "deleted": False,
-                "content": text,
-            },
-        )
+        row = {
+            "res_type": resource_type,
+            "res_id": resource_id,
+            "version": 1,
+            "last_updated": self.now,
+            "deleted": False,
+            "content": text,
+        }
+        if fresh_id:
+            self.conn.defer(q.INSERT_RESOURCE, [row])
+        else:
+            await self.conn.execute(q.INSERT_RESOURCE, row)
         await self._append_history(resource_type, resource_id, 1, "POST", text)
         await self._write_index(resource_type, resource_id, stamped, fresh=True)
         return StoredResource(resource_type, resource_id, 1, self.now, content)
@@ -344,16 +394,18 @@ class WriteSession:
     async def _append_history(
         self, resource_type: str, resource_id: str, version: int, method: str, text: str | None
     ) -> None:
-        await self.conn.execute(
+        self.conn.defer(
             q.INSERT_HISTORY,
-            {
-                "res_type": resource_type,
-                "res_id": resource_id,
-                "version": version,
-                "last_updated": self.now,
-                "method": method,
-                "content": text,
-            },
+            [
+                {
+                    "res_type": resource_type,
+                    "res_id": resource_id,
+                    "version": version,
+                    "last_updated": self.now,
+                    "method": method,
+                    "content": text,
+                }
+            ],
         )
 
     async def _write_index(
@@ -379,12 +431,12 @@ class WriteSession:
         ):
             if rows:
                 owner = {"res_type": resource_type, "res_id": resource_id}
-                await self.conn.execute(
+                self.conn.defer(
                     statement, [{**owner, **dict(zip(columns, row, strict=True))} for row in rows]
                 )
         patients = patient_ids_of(body, self.repo.base_url)
         if patients:
-            await self.conn.execute(
+            self.conn.defer(
                 q.INSERT_COMPARTMENT,
                 [
                     {"patient_id": p, "res_type": resource_type, "res_id": resource_id}

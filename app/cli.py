@@ -20,6 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the FHIR API")
     serve.add_argument("--host", help="bind address (default: DXF_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: DXF_PORT, 8080)")
+    serve.add_argument("--workers", type=int, help="server processes (default: DXF_WORKERS, 1)")
 
     sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
 
@@ -32,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     if args.command == "serve":
-        return _serve(settings, args.host, args.port)
+        return _serve(settings, args.host, args.port, args.workers)
     if args.command == "migrate":
         from app.migrate import upgrade_url
 
@@ -96,7 +97,7 @@ def _command_name() -> str:
     return os.path.relpath(argv0) if not os.path.isabs(argv0) else argv0
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+def _serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> int:
     import uvicorn
 
     from app import __version__
@@ -104,8 +105,12 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     from app.logging import configure_logging
     from app.main import create_app
 
+    workers = workers or settings.workers
+    if workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
-    container = build_container(settings)
+    container = build_container(settings)  # creates the signing key before any worker starts
     print(
         _BANNER.format(
             version=__version__,
@@ -115,15 +120,23 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         ),
         flush=True,
     )
-    app = create_app(settings, container=container)
-    uvicorn.run(
-        app,
-        host=host or settings.host,
-        port=port or settings.port,
-        access_log=False,
-        log_level=settings.log_level.lower(),
-        proxy_headers=True,
-    )
+    options: dict[str, object] = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "access_log": False,
+        "log_level": settings.log_level.lower(),
+        "proxy_headers": True,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings, container=container), **options)  # type: ignore[arg-type]
+    else:
+        # each worker process builds its own app and database engines from DXF_* settings
+        uvicorn.run(
+            "app.main:app_from_environment",
+            factory=True,
+            workers=workers,
+            **options,  # type: ignore[arg-type]
+        )
     return 0
 
 

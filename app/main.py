@@ -61,6 +61,15 @@ class DxfApp:
             await self.api(scope, receive, send)
 
 
+def app_from_environment() -> DxfApp:
+    """The app built from DXF_* settings alone: what each `serve --workers N` process runs."""
+    from app.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
 def create_app(settings: Settings, container: Container | None = None) -> DxfApp:
     """Build the API. With no container given, one is built at startup and closed at shutdown."""
 

@@ -89,3 +89,65 @@ def test_sqlite_database_file_is_private(tmp_path):
 def test_page_size_settings_are_consistent():
     with pytest.raises(ValidationError):
         Settings(default_page_size=2000, max_page_size=1000)
+
+
+def test_serve_with_two_workers(tmp_path):
+    """`serve --workers 2`: both processes serve the same database and signing key, so a
+    resource written through one is read through whichever answers next."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "DXF_DATABASE_URL": f"sqlite:///{tmp_path}/w.db",
+        "DXF_SIGNING_KEY_FILE": str(tmp_path / "key.json"),
+        "DXF_BASE_URL": base,
+        "DXF_LOG_LEVEL": "WARNING",
+    }
+    cli = [sys.executable, "-m", "app.cli"]
+    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    server = subprocess.Popen(
+        [*cli, "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        token = subprocess.run(
+            [*cli, "token", "--scope", "system/*.cruds"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        deadline = time.monotonic() + 60
+        with httpx.Client(base_url=f"{base}/fhir", timeout=10) as client:
+            while True:  # poll until the workers answer (bounded; not a synchronisation sleep)
+                try:
+                    if client.get("/metadata").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+            ids = []
+            for i in range(6):
+                body = {"resourceType": "Patient", "gender": "unknown", "id": f"w{i}"}
+                r = client.put(f"/Patient/w{i}", json=body, headers=headers)
+                assert r.status_code == 201, r.text
+                ids.append(r.json()["id"])
+            for rid in ids:  # new connections: reads land on either worker
+                with httpx.Client(base_url=f"{base}/fhir", timeout=10) as fresh:
+                    assert fresh.get(f"/Patient/{rid}", headers=headers).status_code == 200
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)  # reaps it and closes its stderr pipe

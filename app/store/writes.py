@@ -88,6 +88,7 @@ class WriteSession:
         self.repo = repo
         self.conn = _Deferring(conn)
         self.now = repo.clock()
+        self.validated = False  # True: the caller validated every body it will write
 
     async def flush(self) -> None:
         """Write what is held back; FhirRepository.transaction calls it before commit."""
@@ -310,7 +311,8 @@ class WriteSession:
             raise Invalid(
                 f"resourceType {body.get('resourceType')!r} differs from the URL's {resource_type}"
             )
-        validate_resource(body)
+        if not self.validated:
+            validate_resource(body)
 
     async def _single_match(self, criteria: Criteria, what: str) -> str | None:
         ids = await self.match(criteria, permission="s")

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from app.errors import Conflict, FhirError, Invalid, Issue, PayloadTooLarge, PreconditionFailed
+from app.fhir.models import validate_resource
 from app.fhir.rest import interactions
 from app.fhir.rest.interactions import Outcome, outcome_resource
 from app.fhir.rest.negotiation import parse_if_match
@@ -87,7 +88,16 @@ async def process_bundle(
 
     entries = [_parse_entry_located(i, raw, fhir_base) for i, raw in enumerate(raw_entries)]
     _check_unique_full_urls(entries)
+    # Validation is most of a write's CPU and needs no database: done before the transaction
+    # opens, it does not hold the write lock (SQLite) or a connection (PostgreSQL).
+    for e in entries:
+        if e.body is not None and e.method in ("POST", "PUT"):
+            try:
+                validate_resource(e.body)
+            except FhirError as err:
+                raise _located(err, e.index) from None
     async with repo.transaction() as tx:
+        tx.validated = True  # rewriting references below keeps every body valid
         outcomes = await ctx.transaction(entries, tx)
     return {
         "resourceType": "Bundle",

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import tempfile
@@ -165,20 +166,21 @@ def report(results: dict[str, Any]) -> str:
     for s in results["scales"]:
         cells = [f"{v['p50_ms']:.1f} / {v['p99_ms']:.1f}" for v in s["queries"].values()]
         lines.append(
-            f"| {s['resources']:,} | {s['load']['per_s']:,.0f} ({results['clients']}) | "
-            + " | ".join(cells)
-            + " |"
+            f"| {s['resources']:,} | {s['load']['per_s']:,.0f} ({results['clients']}, "
+            f"{results['workers']}w) | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="dxf-search-bench-"))
+    os.environ["DXF_WORKERS"] = str(args.workers)  # the spawned server inherits it
     server = spawn_server(args.database_url, workdir, "WARNING")
     results: dict[str, Any] = {
         "backend": _safe_url(args.database_url) if args.database_url else "sqlite (temp file)",
         "machine": _machine(),
         "clients": args.clients,
+        "workers": args.workers,
         "seed": args.seed,
         "scales": [],
     }
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         help="patients loaded before each measurement (default 1000,10000)",
     )
     parser.add_argument("--clients", type=int, default=2, help="concurrent loaders (default 2)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     parser.add_argument("--repeat", type=int, default=200, help="runs of each query (default 200)")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument(

@@ -23,6 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, help="server processes (default: DXF_WORKERS, 1)")
 
     sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+    sub.add_parser(
+        "analyze", help="refresh the database's query planner statistics (after a bulk load)"
+    )
 
     token = sub.add_parser("token", help="print an access token signed with the server's key")
     token.add_argument("--scope", required=True, help='e.g. "system/*.cruds" or "patient/*.rs"')
@@ -39,6 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         upgrade_url(settings.database_url)
         print(f"database is at the latest schema ({_safe_url(settings.database_url)})")
+        return 0
+    if args.command == "analyze":
+        from app.migrate import analyze_url
+
+        analyze_url(settings.database_url)
+        print(f"planner statistics refreshed ({_safe_url(settings.database_url)})")
         return 0
     if args.command == "token":
         return _token(settings, args)

@@ -1,4 +1,5 @@
-"""Apply the alembic migrations (migrations/) to a database: `dxf-bridge migrate`."""
+"""Apply the alembic migrations (migrations/) to a database: `dxf-bridge migrate`; and refresh
+the planner statistics: `dxf-bridge analyze`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,20 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 import migrations
 from app.db import Database
 
-__all__ = ["alembic_config", "upgrade", "upgrade_connection", "upgrade_url"]
+__all__ = [
+    "alembic_config",
+    "analyze",
+    "analyze_url",
+    "upgrade",
+    "upgrade_connection",
+    "upgrade_url",
+]
 
 
 def alembic_config() -> Config:
@@ -38,6 +47,28 @@ def upgrade_url(url: str, revision: str = "head") -> None:
         db = Database(url, pool_size=1)
         try:
             await upgrade(db, revision)
+        finally:
+            await db.dispose()
+
+    asyncio.run(_go())
+
+
+async def analyze(db: Database) -> None:
+    """Refresh the query planner's statistics after a bulk load. PostgreSQL's autovacuum gets
+    there on its own within minutes; until then plans built on an empty table's statistics can
+    be off by orders of magnitude. On SQLite this replaces the seeded statistics (migration
+    0009) with measured ones, reading at most a sample of each index."""
+    async with db.write() as conn:
+        if db.is_sqlite:
+            await conn.execute(text("PRAGMA analysis_limit = 2000"))
+        await conn.execute(text("ANALYZE"))
+
+
+def analyze_url(url: str) -> None:
+    async def _go() -> None:
+        db = Database(url, pool_size=1)
+        try:
+            await analyze(db)
         finally:
             await db.dispose()
 

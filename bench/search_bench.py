@@ -7,7 +7,8 @@ resources each, see synth.py):
 
 1. loads patients as one transaction Bundle each, over --clients concurrent keep-alive
    connections, and reports resources per second for that stretch;
-2. runs every query shape below --repeat times, one at a time over one connection, with
+2. runs `dxf-bridge analyze` (planner statistics, as after any bulk load), then every
+   query shape below --repeat times, one at a time over one connection, with
    parameters drawn from patients loaded so far, and reports p50, p90, p99 and max in ms.
 
 So `--scales 1000,10000` measures at about 100,000 and then about 1,000,000 resources in one
@@ -203,6 +204,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 f"{loaded['per_s']:,.0f}/s",
                 flush=True,
             )
+            server.run_cli("analyze")  # as after any bulk load (see README, "Bulk loads")
             total = await count_resources(server.base_url, token)
             print(f"measuring at {total:,} resources ...", flush=True)
             stats = measure(server.base_url, token, facts, args.repeat, args.seed + scale)

@@ -151,3 +151,30 @@ def test_serve_with_two_workers(tmp_path):
     finally:
         server.terminate()
         server.communicate(timeout=30)  # reaps it and closes its stderr pipe
+
+
+def test_analyze_command_measures_statistics(tmp_path):
+    """`dxf-bridge analyze` replaces the seeded SQLite statistics with measured ones."""
+    import sqlite3
+
+    env = {**os.environ, "DXF_DATABASE_URL": f"sqlite:///{tmp_path}/a.db"}
+    cli = [sys.executable, "-m", "app.cli"]
+    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+
+    def stat() -> str:
+        with sqlite3.connect(tmp_path / "a.db") as conn:
+            row = conn.execute(
+                "SELECT stat FROM sqlite_stat1 WHERE idx = 'sqlite_autoindex_resource_1'"
+            ).fetchone()
+        return str(row[0]) if row else ""
+
+    assert stat().startswith("1000000 ")  # seeded by migration 0009
+    with sqlite3.connect(tmp_path / "a.db") as conn:
+        conn.execute(
+            "INSERT INTO resource VALUES ('Patient', 'p1', 1, '2026-01-01 00:00:00', 0, '{}')"
+        )
+    done = subprocess.run(
+        [*cli, "analyze"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert stat().startswith("1 ")  # one resource, measured

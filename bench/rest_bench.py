@@ -36,6 +36,7 @@ Run it with `make bench` or `.venv/bin/python bench/rest_bench.py --help`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -204,6 +205,7 @@ class SpawnedServer:
             cwd=self.workdir,
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() reaches every worker
         )
 
     def alive(self) -> bool:
@@ -211,12 +213,15 @@ class SpawnedServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            group = os.getpgid(self.process.pid)
+            os.killpg(group, signal.SIGTERM)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)  # workers still busy with a slow request
         if self.log_file is not None:
             self.log_file.close()
 

@@ -236,10 +236,7 @@ async def everything(
     (https://hl7.org/fhir/R4/patient-operation-everything.html), as a paged searchset."""
     if patient_id is not None:
         check_id(patient_id)
-    unknown = [k for k, _ in query if k not in EVERYTHING_PARAMS]
-    if unknown:
-        raise Invalid(f"unknown $everything parameter '{unknown[0]}'", code="not-supported")
-    control = _control(query, EVERYTHING_PARAMS)
+    control = _control(query, EVERYTHING_PARAMS, operation="$everything")
     types: tuple[str, ...] = ()
     if "_type" in control:
         types = tuple(t.strip() for t in control["_type"].split(",") if t.strip())
@@ -305,10 +302,7 @@ async def history(
         check_type(resource_type)
     if resource_id is not None:
         check_id(resource_id)
-    unknown = [k for k, _ in query if k not in HISTORY_CONTROL]
-    if unknown:
-        raise Invalid(f"unknown history parameter '{unknown[0]}'", code="not-supported")
-    control = _control(query, HISTORY_CONTROL)
+    control = _control(query, HISTORY_CONTROL, operation="history")
     count = _count(control.get("_count"), default_count, max_count)
     since = _instant(control["_since"]) if "_since" in control else None
     cursor_text = control.get("_cursor")
@@ -369,13 +363,17 @@ def _cursor(control: dict[str, str]) -> list[tuple[str, str]]:
     return [("_cursor", control["_cursor"])] if "_cursor" in control else []
 
 
-def _control(query: list[tuple[str, str]], allowed: set[str]) -> dict[str, str]:
+def _control(
+    query: list[tuple[str, str]], allowed: set[str], *, operation: str
+) -> dict[str, str]:
+    """The query of an interaction that takes only `allowed` parameters, each at most once."""
     out: dict[str, str] = {}
     for key, value in query:
-        if key in allowed:
-            if key in out:
-                raise Invalid(f"parameter '{key}' may appear only once")
-            out[key] = value
+        if key not in allowed:
+            raise Invalid(f"unknown {operation} parameter '{key}'", code="not-supported")
+        if key in out:
+            raise Invalid(f"parameter '{key}' may appear only once")
+        out[key] = value
     return out
 
 

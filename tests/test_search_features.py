@@ -320,3 +320,25 @@ async def test_us_core_required_searches(client, auth):
         (f"Observation?patient={pid}&category=laboratory&date=gt2024-03", set()),
     ]:
         assert await _ids(client, auth, query) == expect, query
+
+
+async def test_paging_links_stay_inside_the_compartment(client, auth, make_token):
+    me = await _create(client, auth, patient("pg1"))
+    other = await _create(client, auth, patient("pg2"))
+    mine = {await _create(client, auth, observation(me, value=float(i))) for i in range(3)}
+    for i in range(3):
+        await _create(client, auth, observation(other, value=float(i)))
+    token = bearer(make_token("patient/*.rs", patient=me))
+    seen: list[str] = []
+    url = "/Observation?_count=1&_sort=value-quantity"
+    while url:
+        bundle = (await client.get(url, headers=token)).json()
+        seen += [e["resource"]["id"] for e in bundle.get("entry", [])]
+        nxt = [ln["url"] for ln in bundle["link"] if ln["relation"] == "next"]
+        url = nxt[0].split("/fhir", 1)[1] if nxt else ""
+    assert sorted(seen) == sorted(mine)
+    # a cursor naming another patient's resource opens nothing outside the compartment
+    other_first = (await client.get("/Observation?_count=1", headers=auth)).json()
+    link = next(ln["url"] for ln in other_first["link"] if ln["relation"] == "next")
+    page = (await client.get(link.split("/fhir", 1)[1], headers=token)).json()
+    assert {e["resource"]["id"] for e in page.get("entry", [])} <= mine

@@ -320,7 +320,8 @@ def contact_point(rep: Rep, default_use: str) -> dict | None:
     email = rep.c(4)
     number = rep.c(1)
     if not number and (rep.c(6) or rep.c(7)):
-        number = "".join(p for p in (f"+{rep.c(5)} " if rep.c(5) else "", rep.c(6), rep.c(7)) if p)
+        parts = (f"+{rep.c(5)}" if rep.c(5) else "", rep.c(6), rep.c(7))
+        number = " ".join(p for p in parts if p)
         if rep.c(8):
             number += f" ext. {rep.c(8)}"
     out: dict = {}

@@ -23,7 +23,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.hl7.mapping.common import MapContext, map_patient, merge, patient_key, resource_id
+from app.hl7.mapping.common import (
+    MapContext,
+    codes_of,
+    map_patient,
+    merge,
+    patient_key,
+    resource_id,
+)
 from app.hl7.mapping.datatypes import codeable, identifier, practitioner_ref
 from app.hl7.mapping.tables import (
     ALLERGY_CATEGORY,
@@ -60,8 +67,38 @@ async def map_adt(ctx: MapContext) -> None:
         _allergy(ctx, al1, patient_id)
     for dg1 in ctx.msg.all("DG1"):
         _condition(ctx, dg1, patient_id, encounter_id)
+    coverages(ctx, patient_id)
+    patient_observations(ctx, patient_id, encounter_id)
+
+
+async def visit(ctx: MapContext, patient_id: str) -> str | None:
+    """The Encounter of a non-ADT message (ORU, RDE, VXU): PV1 with a visit number updates
+    what it carries, like A08, and never changes the status of a known Encounter."""
+    pv1 = ctx.msg.first("PV1")
+    if pv1 is None or not pv1.c(19):
+        return None
+    return await _encounter(ctx, "", pv1, patient_id)
+
+
+def coverages(ctx: MapContext, patient_id: str) -> None:
     for in1 in ctx.msg.all("IN1"):
         _coverage(ctx, in1, patient_id)
+
+
+def patient_observations(ctx: MapContext, patient_id: str, encounter_id: str | None) -> None:
+    """OBX outside an order (ADT vital signs, RDE/VXU answers) -> Observation on the Patient
+    (IG ADT_A01 / VXU_V04 OBX[Observation]); value by OBX-2 as for results."""
+    from app.hl7.mapping.oru import adt_observation
+
+    seen: dict[str, int] = {}
+    for obx in ctx.msg.all("OBX"):
+        key = f"{codes_of(obx.rep(3))}|{obx.c(4)}"
+        seen[key] = seen.get(key, 0) + 1
+        body = adt_observation(ctx, obx, patient_id, encounter_id)
+        if body is None:
+            continue
+        scope = encounter_id or patient_id
+        ctx.put("Observation", resource_id("Observation", scope, key, str(seen[key])), body)
 
 
 def _location_display(rep: Rep) -> str:
@@ -135,7 +172,9 @@ async def _encounter(ctx: MapContext, event: str, pv1: Segment, patient_id: str)
     if event == "A13" and "period" in body and not body["period"]:
         removed.add("period")
     if status is None:
-        status = (stored or {}).get("status", "unknown")
+        # IG PatientClass[EncounterStatus]: what PV1-2 says when the event says nothing
+        default = {"P": "planned", "U": "unknown"}.get(patient_class, "in-progress")
+        status = (stored or {}).get("status", default)
     body["status"] = status
 
     participants = []

@@ -130,6 +130,15 @@ def patient_identifiers(pid: Segment, ident: IdentitySettings) -> list[dict[str,
             found = identifier(rep, ident)
             if found and found not in out:
                 out.append(found)
+    dln = pid.rep(20)
+    if dln.c(1):
+        license_id: dict[str, Any] = {
+            "type": {"coding": [{"system": v2_table("0203"), "code": "DL"}]},
+            "value": dln.c(1),
+        }
+        if dln.c(2):
+            license_id["assigner"] = {"display": dln.c(2)}
+        out.append(license_id)
     ssn = pid.c(19)
     if ssn:
         out.append(
@@ -180,7 +189,9 @@ async def map_patient(ctx: MapContext, pid: Segment, *, full: bool = True) -> st
             if old not in idents:
                 idents.append(old)
     body["identifier"] = idents
-    carry("name", 5, [n for n in (human_name(r) for r in pid.reps(5)) if n])
+    names = [n for n in (human_name(r) for r in pid.reps(5)) if n]
+    names += [{**n, "use": "nickname"} for n in (human_name(r) for r in pid.reps(9)) if n]
+    carry("name", 5, names)
     birth = ctx.field_dtm(pid, 7)
     if birth is not None:
         body["birthDate"] = birth.date

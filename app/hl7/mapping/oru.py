@@ -30,6 +30,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from app.hl7.mapping.adt import coverages, visit
 from app.hl7.mapping.common import MapContext, codes_of, map_patient, resource_id
 from app.hl7.mapping.datatypes import codeable, ei_identifier, identifier
 from app.hl7.mapping.tables import (
@@ -43,6 +44,10 @@ from app.hl7.parse import Hl7Error, Rep, Segment
 
 __all__ = ["map_oru", "observation_value"]
 
+_ABSENT_UNKNOWN = {
+    "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+    "valueCode": "unknown",
+}
 LAB_CATEGORY = {
     "coding": [
         {
@@ -204,6 +209,19 @@ def _typed(
         if rep.c(2):
             period["end"] = ctx.dtm(rep.c(2), where).fhir
         return {"valuePeriod": period}
+    if kind == "RP":  # reference pointer: where the data is (IG RP[Attachment])
+        pointer: dict[str, Any] = {"url": rep.c(1)} if rep.c(1) else {"title": "reference"}
+        mime = "/".join(p for p in (rep.c(3).lower(), rep.c(4).lower()) if p)
+        if "/" in mime and rep.c(1):
+            pointer["contentType"] = mime
+        return {
+            "extension": [
+                {
+                    "url": "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value",
+                    "valueAttachment": pointer,
+                }
+            ]
+        }
     if kind == "ED":
         attachment: dict[str, Any] = {}
         mime = "/".join(p for p in (rep.c(2).lower(), rep.c(3).lower()) if p)
@@ -238,6 +256,7 @@ _TYPED = {
     "NR",
     "DR",
     "ED",
+    "RP",
 }
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
@@ -302,6 +321,8 @@ async def map_oru(ctx: MapContext) -> None:
     if pid is None:
         raise Hl7Error("the message has no PID segment", code="100", location=("PID", 0, 0, 0))
     patient_id = await map_patient(ctx, pid)
+    encounter_id = await visit(ctx, patient_id)
+    coverages(ctx, patient_id)
     groups: list[tuple[Segment | None, Segment, list[Segment]]] = []
     orc: Segment | None = None
     for seg in ctx.msg.segments:
@@ -316,7 +337,7 @@ async def map_oru(ctx: MapContext) -> None:
     if not groups:
         raise Hl7Error("ORU^R01 needs an OBR segment", code="100", location=("OBR", 0, 0, 0))
     for n, (orc_seg, obr, members) in enumerate(groups, start=1):
-        await _report(ctx, n, orc_seg, obr, members, patient_id)
+        await _report(ctx, n, orc_seg, obr, members, patient_id, encounter_id)
 
 
 def _report_key(ctx: MapContext, n: int, orc: Segment | None, obr: Segment) -> tuple[str, list]:
@@ -347,17 +368,14 @@ async def _report(
     obr: Segment,
     members: list[Segment],
     patient_id: str,
+    encounter_id: str | None,
 ) -> None:
     key, idents = _report_key(ctx, n, orc, obr)
     report_id = resource_id("DiagnosticReport", key)
     _check_code(obr.rep(4), ("OBR", obr.index, 4, 1))
-    code = codeable(obr.rep(4))
-    if code is None:
-        raise Hl7Error(
-            "OBR-4 (universal service identifier) is required",
-            code="101",
-            location=("OBR", obr.index, 4, 1),
-        )
+    # OBR-4 is required in v2, yet real feeds leave it empty: the results are kept and the
+    # report's code says why it is missing (FHIR data-absent-reason, v2-to-fhir.md 4.5)
+    code = codeable(obr.rep(4)) or {"extension": [_ABSENT_UNKNOWN]}
     subject = {"reference": f"Patient/{patient_id}"}
     effective = ctx.field_dtm(obr, 7)
     effective_end = ctx.field_dtm(obr, 8)
@@ -384,6 +402,8 @@ async def _report(
         seen[obs_key] = seen.get(obs_key, 0) + 1
         obs_id = resource_id("Observation", key, obs_key, str(seen[obs_key]))
         obs = _observation(ctx, seg, subject, effective, specimen_refs)
+        if encounter_id:
+            obs["encounter"] = {"reference": f"Encounter/{encounter_id}"}
         ctx.put("Observation", obs_id, obs)
         last_obs = ctx.out[("Observation", obs_id)]
         results.append({"reference": f"Observation/{obs_id}"})
@@ -396,6 +416,8 @@ async def _report(
     }
     if idents:
         report["identifier"] = idents
+    if encounter_id:
+        report["encounter"] = {"reference": f"Encounter/{encounter_id}"}
     if effective is not None:
         if effective_end is not None:
             report["effectivePeriod"] = {"start": effective.fhir, "end": effective_end.fhir}
@@ -457,6 +479,26 @@ def _specimens(
         ctx.put("Specimen", spec_id, body)
         refs.append({"reference": f"Specimen/{spec_id}"})
     return refs
+
+
+def adt_observation(
+    ctx: MapContext, obx: Segment, patient_id: str, encounter_id: str | None
+) -> dict[str, Any] | None:
+    """An OBX of an ADT message (no order): an Observation on the Patient, or None when the
+    OBX carries neither a code nor a value."""
+    if not (obx.c(3) or obx.c(3, 2)):
+        if obx.reps(5):
+            raise Hl7Error(
+                "OBX-3 (observation identifier) needs a code",
+                code="101",
+                location=("OBX", obx.index, 3, 1),
+            )
+        return None
+    body = _observation(ctx, obx, {"reference": f"Patient/{patient_id}"}, None, [])
+    body.pop("category", None)  # not a laboratory result
+    if encounter_id:
+        body["encounter"] = {"reference": f"Encounter/{encounter_id}"}
+    return body
 
 
 def _observation(

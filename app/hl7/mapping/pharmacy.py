@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from app.hl7.mapping.adt import coverages, patient_observations, visit
 from app.hl7.mapping.common import MapContext, codes_of, map_patient, resource_id
 from app.hl7.mapping.datatypes import codeable, ei_identifier, practitioner_ref
 from app.hl7.mapping.oru import _fhir_decimal, _number, unit
@@ -102,11 +103,14 @@ async def map_rde(ctx: MapContext) -> None:
     if pid is None:
         raise Hl7Error("the message has no PID segment", code="100", location=("PID", 0, 0, 0))
     patient_id = await map_patient(ctx, pid)
+    encounter_id = await visit(ctx, patient_id)
+    coverages(ctx, patient_id)
     groups = _groups(ctx, "RXE")
     if not groups:
         raise Hl7Error("RDE^O11 needs an RXE segment", code="100", location=("RXE", 0, 0, 0))
     for n, (orc, rxe, members) in enumerate(groups, start=1):
-        _medication_request(ctx, n, orc, rxe, members, patient_id)
+        _medication_request(ctx, n, orc, rxe, members, patient_id, encounter_id)
+    patient_observations(ctx, patient_id, encounter_id)
 
 
 def _medication_request(
@@ -116,6 +120,7 @@ def _medication_request(
     rxe: Segment,
     members: list[Segment],
     patient_id: str,
+    encounter_id: str | None,
 ) -> None:
     medication = codeable(rxe.rep(2))
     if medication is None:
@@ -148,6 +153,8 @@ def _medication_request(
     }
     if idents:
         body["identifier"] = idents
+    if encounter_id:
+        body["encounter"] = {"reference": f"Encounter/{encounter_id}"}
     authored = (ctx.field_dtm(orc, 9) if orc is not None else None) or ctx.field_dtm(rxe, 32)
     if authored is not None:
         body["authoredOn"] = authored.fhir
@@ -217,6 +224,9 @@ async def map_vxu(ctx: MapContext) -> None:
     if pid is None:
         raise Hl7Error("the message has no PID segment", code="100", location=("PID", 0, 0, 0))
     patient_id = await map_patient(ctx, pid)
+    encounter_id = await visit(ctx, patient_id)
+    coverages(ctx, patient_id)
+    patient_observations(ctx, patient_id, encounter_id)
     for n, (orc, rxa, members) in enumerate(_groups(ctx, "RXA"), start=1):
         vaccine = codeable(rxa.rep(5))
         when = ctx.field_dtm(rxa, 3)
@@ -232,6 +242,8 @@ async def map_vxu(ctx: MapContext) -> None:
             "patient": {"reference": f"Patient/{patient_id}"},
             "occurrenceDateTime": when.fhir,
         }
+        if encounter_id:
+            body["encounter"] = {"reference": f"Encounter/{encounter_id}"}
         filler = ei_identifier(orc.rep(3), ctx.ident, "FILL") if orc is not None else None
         if filler:
             body["identifier"] = [filler]

@@ -203,3 +203,24 @@ async def test_database_failure_before_journal_answers_ar(hl7: Hl7Service, monke
     monkeypatch.setattr(hl7.db, "write", down)
     result = await hl7.handle(adt("A01", "D1", "20260301101500-0800"), "test")
     assert result.code == "AR" and segments(result.ack)["ERR"][3].startswith("207^")
+
+
+async def test_concurrent_messages_for_one_patient_lose_no_update(hl7: Hl7Service, db: Database):
+    """Each message adds another identifier to the same Patient; they arrive at once (on
+    PostgreSQL over several connections). The merge must see every earlier commit."""
+    import asyncio
+
+    import orjson
+
+    def message(n: int) -> bytes:
+        patient = pid(extra=f"~EXTRA{n}^^^OTHER^PI")
+        return er7(msh("ADT^A31^ADT_A05", f"P{n}"), patient, "PV1|1|N")
+
+    results = await asyncio.gather(*(hl7.handle(message(n), "test") for n in range(12)))
+    assert {r.code for r in results} == {"AA"}
+    async with db.read() as conn:
+        (content,) = (
+            await conn.execute(select(resource.c.content).where(resource.c.res_type == "Patient"))
+        ).one()
+    values = {i["value"] for i in orjson.loads(content)["identifier"]}
+    assert {f"EXTRA{n}" for n in range(12)} <= values

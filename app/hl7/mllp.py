@@ -83,6 +83,9 @@ class MllpServer:
         peer = writer.get_extra_info("peername")
         peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
         try:
+            if self._slots.locked():
+                log.warning("mllp connection refused: too many", extra={"peer": peer_text})
+                return
             async with self._slots:
                 await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):

@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.auth.policy import AccessPolicy, ScopeGrant
 from app.db import Database
@@ -50,6 +50,7 @@ log = logging.getLogger("dxf.hl7")
 
 SYSTEM_POLICY = AccessPolicy(grants=(ScopeGrant("system", "*", frozenset("cruds")),))
 _VERSION = re.compile(r"^2\.[1-9](\.[0-9A-Za-z]{1,3})?$")
+_RETRIES = 5
 _OUTAGE_NAMES = ("OperationalError", "InterfaceError", "ConnectionError", "PostgresConnectionError")
 
 
@@ -62,6 +63,18 @@ class Hl7Result:
     journal_id: int | None
     duplicate: bool = False
     status: str = ""
+
+
+def _lock_key(resource_type: str, resource_id: str) -> int:
+    digest = hashlib.sha256(f"{resource_type}/{resource_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    if not isinstance(exc, DBAPIError):
+        return False
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code in ("40001", "40P01")
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -204,13 +217,34 @@ class Hl7Service:
     # ---- processing -----------------------------------------------------------------------------
 
     async def process(self, entry_id: int, msg: Message, transport: str) -> Hl7Result:
-        """Map a journaled message and commit its resources with the journal row's outcome."""
+        """Map a journaled message and commit its resources with the journal row's outcome.
+        A deadlock or serialization failure between two messages for the same resources is
+        retried (PostgreSQL picks a victim; nothing of it was committed)."""
+        for attempt in range(_RETRIES):
+            try:
+                return await self._process_once(entry_id, msg, transport)
+            except DBAPIError as exc:
+                code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+                if code not in ("40001", "40P01") or attempt == _RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _process_once(self, entry_id: int, msg: Message, transport: str) -> Hl7Result:
         mapper = supported(msg.message_code, msg.trigger_event)
         assert mapper is not None
         try:
             async with self.repo.transaction() as tx:
 
                 async def lookup(rtype: str, rid: str) -> dict[str, Any] | None:
+                    if not self.db.is_sqlite:
+                        # a transaction-scoped lock on the resource's key, taken whether or not
+                        # it exists yet: a concurrent message for the same resource waits, so
+                        # neither merges over (or races to create) what the other writes.
+                        # (SQLite writers are serialised already, see app.db.)
+                        await tx.conn.execute(
+                            text("SELECT pg_advisory_xact_lock(:key)"),
+                            {"key": _lock_key(rtype, rid)},
+                        )
                     try:
                         stored = await tx.read(rtype, rid)
                     except (NotFound, Gone):
@@ -265,7 +299,7 @@ class Hl7Service:
                 transport,
             )
         except Exception as exc:
-            if _is_outage(exc):
+            if _is_outage(exc) or _is_conflict(exc):
                 raise
             log.error(
                 "hl7 mapping failed unexpectedly",

@@ -23,14 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.hl7.mapping.common import (
-    MapContext,
-    codes_of,
-    map_patient,
-    merge,
-    patient_key,
-    resource_id,
-)
+from app.hl7.mapping.common import MapContext, codes_of, map_patient, merge, resource_id
 from app.hl7.mapping.datatypes import codeable, identifier, practitioner_ref
 from app.hl7.mapping.tables import (
     ALLERGY_CATEGORY,
@@ -444,7 +437,3 @@ def _swap(value: Any, old: str, new: str) -> Any:
     if isinstance(value, list):
         return [_swap(v, old, new) for v in value]
     return value
-
-
-def patient_id_of(ctx: MapContext, pid: Segment) -> str:
-    return patient_key(pid, ctx.ident)[0]

@@ -151,6 +151,13 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         ),
         flush=True,
     )
+    if settings.mllp_enabled:
+        tls = " (TLS)" if settings.mllp_tls_cert_file else ""
+        print(
+            f"HL7v2 MLLP listener on {settings.mllp_host}:{settings.mllp_port}{tls}; "
+            f"POST {settings.base_url}/hl7v2 takes single messages too.\n",
+            flush=True,
+        )
     app = create_app(settings, container=container)
     uvicorn.run(
         app,

@@ -78,6 +78,7 @@ def create_app(settings: Settings, container: Container | None = None) -> DxfApp
 
             listener = MllpServer(app.state.container.hl7(), settings)
             await listener.start()
+            app.state.mllp = listener
             log.info("mllp listener started", extra={"route": f"mllp:{listener.port}"})
         try:
             yield

@@ -269,3 +269,23 @@ async def test_ingest_list_and_reprocess_commands(settings: Settings, db: Databa
     assert "reprocessed 1 message(s), 1 still failing" in out
     code, out, _ = await _cli(settings, "hl7", "list")
     assert len(out.strip().splitlines()) == 3
+
+
+async def test_serve_with_mllp_runs_the_listener_in_the_api_lifespan(
+    container, db: Database, settings: Settings
+):
+    from app.main import create_app
+
+    tuned = settings.model_copy(update={"mllp_enabled": True, "mllp_port": 0})
+    container.settings = tuned
+    app = create_app(tuned, container=container)
+    async with app.api.router.lifespan_context(app.api):
+        port = app.state.mllp.port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(frame(adt("A01", "L1", "20260301101500-0800")))
+        await writer.drain()
+        assert msa(await read_ack(reader))[1:3] == ["AA", "L1"]
+        writer.close()
+        await writer.wait_closed()
+    with pytest.raises(OSError):  # stopped with the API
+        await asyncio.open_connection("127.0.0.1", port)

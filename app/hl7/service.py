@@ -234,8 +234,12 @@ class Hl7Service:
         assert mapper is not None
         try:
             async with self.repo.transaction() as tx:
+                seen: dict[tuple[str, str], dict[str, Any] | None] = {}
 
                 async def lookup(rtype: str, rid: str) -> dict[str, Any] | None:
+                    """The stored resource (read once per message, under its lock)."""
+                    if (rtype, rid) in seen:
+                        return seen[(rtype, rid)]
                     if not self.db.is_sqlite:
                         # a transaction-scoped lock on the resource's key, taken whether or not
                         # it exists yet: a concurrent message for the same resource waits, so
@@ -247,9 +251,11 @@ class Hl7Service:
                         )
                     try:
                         stored = await tx.read(rtype, rid)
+                        found = orjson.loads(stored.content) if stored.content else None
                     except (NotFound, Gone):
-                        return None
-                    return orjson.loads(stored.content) if stored.content else None
+                        found = None
+                    seen[(rtype, rid)] = found
+                    return found
 
                 async def referrers(rtype: str, rid: str) -> list[tuple[str, str]]:
                     s = spidx_reference.c

@@ -314,3 +314,27 @@ async def test_vxu_maps_an_immunization(hl7: Hl7Service):
     assert imm["occurrenceDateTime"] == "2026-02-15" and imm["status"] == "completed"
     assert imm["lotNumber"] == "LOT123" and imm["doseQuantity"]["value"] == 0.3
     assert imm["route"]["coding"][0]["code"] == "IM"
+
+
+async def test_rde_with_components_references_a_medication(hl7: Hl7Service):
+    mixture = list(RDE)
+    mixture[3] = mixture[3].replace(
+        "|mg^milligram^UCUM||", "|mg^milligram^UCUM|IVSOLN^IV solution^HL70292|"
+    )
+    mixture.insert(5, "RXC|B|313002^Sodium chloride 0.9%^RXNORM|250|mL^^UCUM")
+    mixture.insert(6, "RXC|A|1807627^Potassium chloride^RXNORM|20|meq^^UCUM")
+    assert (await hl7.handle(er7(*mixture), "test")).code == "AA"
+    (request,) = [
+        orjson.loads(r.content)
+        for r in (await hl7.repo.search(parse_criteria("MedicationRequest", ""), count=5)).resources
+    ]
+    assert "medicationCodeableConcept" not in request
+    medication_id = request["medicationReference"]["reference"].split("/")[1]
+    medication = orjson.loads((await hl7.repo.read("Medication", medication_id)).content)
+    assert medication["code"]["coding"][0]["code"] == "197361"
+    assert medication["form"]["coding"][0]["code"] == "IVSOLN"
+    assert [i["itemCodeableConcept"]["coding"][0]["code"] for i in medication["ingredient"]] == [
+        "313002",
+        "1807627",
+    ]
+    assert medication["ingredient"][0]["strength"]["numerator"]["value"] == 250

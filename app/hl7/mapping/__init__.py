@@ -30,6 +30,7 @@ WRITTEN_TYPES = (
     "DiagnosticReport",
     "Encounter",
     "Immunization",
+    "Medication",
     "MedicationRequest",
     "Observation",
     "Patient",

@@ -9,7 +9,8 @@ and FHIR-Converter templates summarised there:
 |---|---|
 | ORC-2 / ORC-3 / RXE-15 | identifier (PLAC / FILL / prescription number) |
 | ORC-5 (else ORC-1) | status (tables 0038 / 0119) |
-| RXE-2 | medicationCodeableConcept |
+| RXE-2 | medicationCodeableConcept; with RXC components or an RXE-6 form, a Medication |
+| RXE-6 / RXC-2, -3, -4 | Medication.form / ingredient item and amount (IG RXC[Medication]) |
 | ORC-9 (else RXE-32) | authoredOn |
 | ORC-12 (else RXE-13) | requester (identifier and name) |
 | RXE-3/4/5 | dosageInstruction.doseAndRate dose (quantity or range) |
@@ -213,7 +214,42 @@ def _medication_request(
     reasons = [c for c in (codeable(r) for r in rxe.reps(27)) if c]
     if reasons:
         body["reasonCode"] = reasons
+    medication_id = _medication(ctx, key, rxe, members)
+    if medication_id is not None:
+        del body["medicationCodeableConcept"]
+        body["medicationReference"] = {
+            "reference": f"Medication/{medication_id}",
+            "display": medication.get("text") or rxe.c(2, 2) or rxe.c(2),
+        }
     ctx.put("MedicationRequest", resource_id("MedicationRequest", key), body)
+
+
+def _medication(ctx: MapContext, key: str, rxe: Segment, members: list[Segment]) -> str | None:
+    """A Medication resource when the code alone does not say what is given: a compound or
+    IV mixture (RXC components, IG RXC[Medication]) or a dosage form (RXE-6). Otherwise None
+    and the request keeps medicationCodeableConcept."""
+    components = [s for s in members if s.name == "RXC"]
+    form = codeable(rxe.rep(6))
+    if not components and form is None:
+        return None
+    body: dict[str, Any] = {"code": codeable(rxe.rep(2))}
+    if form is not None:
+        body["form"] = form
+    ingredients = []
+    for rxc in components:
+        item = codeable(rxc.rep(2))
+        if item is None:
+            continue
+        ingredient: dict[str, Any] = {"itemCodeableConcept": item}
+        if rxc.c(3):
+            amount = _quantity(rxc.c(3), rxc.rep(4), ("RXC", rxc.index, 3, 1))
+            ingredient["strength"] = {"numerator": amount, "denominator": {"value": 1}}
+        ingredients.append(ingredient)
+    if ingredients:
+        body["ingredient"] = ingredients
+    medication_id = resource_id("Medication", key)
+    ctx.put("Medication", medication_id, body)
+    return medication_id
 
 
 _RXA_STATUS = {"CP": "completed", "PA": "completed", "RE": "not-done", "NA": "not-done"}

@@ -338,3 +338,38 @@ async def test_rde_with_components_references_a_medication(hl7: Hl7Service):
         "1807627",
     ]
     assert medication["ingredient"][0]["strength"]["numerator"]["value"] == 250
+
+
+async def test_results_do_not_overwrite_what_adt_registered(hl7: Hl7Service):
+    """ADT is the authority on Patient and Encounter: a lab result naming the patient (with its
+    own, older copy of the demographics) neither changes them nor blocks a later discharge."""
+    from tests.hl7_messages import adt, pv1
+
+    assert (await hl7.handle(adt("A01", "C1", "20260301100000-0800"), "test")).code == "AA"
+    lab = er7(
+        msh("ORU^R01", "LAB9", when="20260301120000-0800", sender="LABSYS", facility="LAB"),
+        pid(family="OLDNAME"),
+        pv1(location="LAB^1^1^GOODHOSP"),
+        "OBR|1||F9^LAB|2345-7^Glucose^LN|||20260301113000-0800",
+        "OBX|1|NM|2345-7^Glucose^LN||95|mg/dL|||||F",
+    )
+    assert (await hl7.handle(lab, "test")).code == "AA"
+    # the discharge happened at 11:00, before the result, and arrives after it
+    assert (
+        await hl7.handle(
+            adt("A03", "C2", "20260301110000-0800", discharge="20260301110000"), "test"
+        )
+    ).code == "AA"
+    patients = [
+        orjson.loads(r.content)
+        for r in (await hl7.repo.search(parse_criteria("Patient", ""), count=5)).resources
+    ]
+    assert [p["name"][0]["family"] for p in patients] == ["NGUYEN"]
+    (encounter,) = [
+        orjson.loads(r.content)
+        for r in (await hl7.repo.search(parse_criteria("Encounter", ""), count=5)).resources
+    ]
+    assert encounter["status"] == "finished"
+    assert [x["location"]["display"] for x in encounter["location"]] == ["GOODHOSP 4W 401 A"]
+    (obs,) = await observations(hl7)
+    assert obs["encounter"] == {"reference": f"Encounter/{encounter['id']}"}

@@ -5,8 +5,10 @@ PID/PD1/NK1 (IG `PID[Patient]`, `PD1[Patient]`, `NK1[Patient]`/`NK1[RelatedPerso
 
 Identity (v2-to-fhir.md section 6.3): a resource's id is a UUID derived from its type and its
 business identifiers, so a replayed or updating message lands on the same resource. Event order:
-Patient and Encounter carry the time of the event that last wrote them (an extension); an older
-event arriving late does not overwrite them.
+Patient and Encounter carry the time of the ADT event that last wrote them (an extension); an
+older event arriving late does not overwrite them. ADT is the authority on Patient and Encounter:
+other messages (ORU, RDE, VXU) create them when they do not exist yet, but never change or
+re-stamp existing ones, so a lab feed's copy of the demographics cannot undo a registration.
 """
 
 from __future__ import annotations
@@ -63,8 +65,10 @@ class MapContext:
     referrers: Referrers
     out: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     event: Dtm | None = None
+    authoritative: bool = False  # ADT: may change an existing Patient / Encounter
 
     def __post_init__(self) -> None:
+        self.authoritative = self.msg.message_code == "ADT"
         evn = self.msg.first("EVN")
         raw = (evn.c(2) if evn else "") or self.msg.msh.c(7)
         where = ("EVN", evn.index, 2, 1) if evn and evn.c(2) else ("MSH", 1, 7, 1)
@@ -88,14 +92,19 @@ class MapContext:
         return await self.lookup(resource_type, resource_id)
 
     def stamp_event(self, body: dict[str, Any]) -> None:
-        if self.event is None:
+        if self.event is None or not self.authoritative:
             return
         others = [e for e in body.get("extension", []) if e.get("url") != EVENT_TIME_URL]
         body["extension"] = [*others, {"url": EVENT_TIME_URL, "valueDateTime": self.event.fhir}]
 
     def is_stale(self, stored: dict[str, Any] | None) -> bool:
-        """True when `stored` was written by a later event than this message's."""
-        if stored is None or self.event is None:
+        """True when `stored` must not change: it was written by a later event than this
+        message's, or this message is not an ADT message and it exists already."""
+        if stored is None:
+            return False
+        if not self.authoritative:
+            return True
+        if self.event is None:
             return False
         for ext in stored.get("extension", []):
             if ext.get("url") == EVENT_TIME_URL:

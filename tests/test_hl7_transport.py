@@ -289,3 +289,19 @@ async def test_serve_with_mllp_runs_the_listener_in_the_api_lifespan(
         await writer.wait_closed()
     with pytest.raises(OSError):  # stopped with the API
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_a_truncated_frame_is_answered_and_not_stored(mllp: MllpServer, db: Database):
+    reader, writer = await asyncio.open_connection("127.0.0.1", mllp.port)
+    whole = adt("A01", "TR1", "20260301101500-0800")
+    cut = whole[: whole.index(b"PV1")]  # ends cleanly after PID: it would parse
+    writer.write(VT + cut + frame(adt("A01", "TR2", "20260301101600-0800")))
+    await writer.drain()
+    first = await read_ack(reader)
+    assert msa(first)[1:3] == ["AE", "TR1"] and "truncated" in first
+    assert msa(await read_ack(reader))[1:3] == ["AA", "TR2"]
+    writer.close()
+    await writer.wait_closed()
+    async with db.read() as conn:
+        ids = [r.control_id for r in await conn.execute(select(hl7_message.c.control_id))]
+    assert ids == ["TR2"]

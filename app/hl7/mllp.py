@@ -4,7 +4,9 @@ framing bytes; ../shared/reference/requirements.md V2-01..V2-03).
 A frame is <VT> message <FS><CR>. Per connection the listener reads frames one after another
 (several frames in one TCP segment, or one frame split over many, are both fine), hands each to
 Hl7Service, and writes the ACK only after the service returns, i.e. after the commit. Bytes
-outside a frame are skipped up to the next <VT>. A frame larger than the size limit is answered
+outside a frame are skipped up to the next <VT>. A frame cut short by the next <VT> is answered
+AE (CE in enhanced mode) and not stored: a cut message may still parse, and must not be taken for
+the whole. A frame larger than the size limit is answered
 AR and the connection closed (its end cannot be trusted); an idle connection is closed after the
 idle timeout. TLS is on when a certificate and key are configured (client certificates required
 when a client CA is given).
@@ -20,8 +22,8 @@ from datetime import UTC, datetime
 
 from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK
 
-from app.hl7.ack import build_ack
-from app.hl7.parse import Hl7Error
+from app.hl7.ack import build_ack, plan_ack
+from app.hl7.parse import Hl7Error, parse_message
 from app.hl7.service import Hl7Service
 from app.settings import Settings
 
@@ -123,6 +125,13 @@ class MllpServer:
                 if start:
                     del buffer[:start]
                 end = buffer.find(_TRAILER, 1)
+                restart = buffer.find(START_BLOCK, 1)
+                if restart > 0 and (end < 0 or restart < end):
+                    # a new frame began before this one ended: this one is truncated. Answer
+                    # it without storing anything (a cut message may still parse) and go on.
+                    await self._truncated(writer, bytes(buffer[1:restart]))
+                    del buffer[:restart]
+                    continue
                 if end < 0:
                     if len(buffer) > limit + 1:
                         await self._too_large(writer, limit)
@@ -137,6 +146,28 @@ class MllpServer:
                 if result.send:
                     writer.write(START_BLOCK + result.ack_bytes + _TRAILER)
                     await writer.drain()
+
+    async def _truncated(self, writer: asyncio.StreamWriter, partial: bytes) -> None:
+        try:
+            msg = parse_message(partial, default_codec=self.settings.hl7_default_charset)
+        except Hl7Error:
+            msg = None
+        problem = Hl7Error(
+            "the frame is truncated: a new start block arrived before its end block; "
+            "nothing was stored, resend the whole message",
+            code="100",
+        )
+        ack = build_ack(
+            msg,
+            plan_ack(msg, "error").code,
+            now=datetime.now(UTC),
+            application=self.settings.hl7_application,
+            facility=self.settings.hl7_facility,
+            error=problem,
+        )
+        writer.write(START_BLOCK + ack.encode() + _TRAILER)
+        await writer.drain()
+        log.warning("mllp frame truncated", extra={"error": "truncated"})
 
     async def _too_large(self, writer: asyncio.StreamWriter, limit: int) -> None:
         problem = Hl7Error(

@@ -66,9 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("mllp", "ingest-hl7", "hl7"):
         import asyncio
 
-        from app import hl7_cli
+        from app.hl7 import commands
 
-        return asyncio.run(hl7_cli.run(settings, args))
+        return asyncio.run(commands.run(settings, args))
     if args.command == "migrate":
         from app.migrate import upgrade_url
 

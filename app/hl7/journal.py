@@ -15,14 +15,42 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
-from app.db import DbConnection
+from app.db import DbConnection, Prepared
 from app.store.tables import hl7_message
 
 __all__ = ["JournalEntry", "find_same_control_id", "get", "insert_entry", "listing", "set_outcome"]
 
 _j = hl7_message.c
+_ENTRY_COLUMNS = [
+    "received_at",
+    "transport",
+    "sender",
+    "control_id",
+    "sha256",
+    "message_type",
+    "version",
+    "status",
+    "raw",
+    "ack",
+    "ack_code",
+    "error_code",
+    "error",
+]
+_OUTCOME_COLUMNS = ["status", "ack", "ack_code", "error_code", "error", "resources", "processed_at"]
+
+# Built once (see app.db.Prepared): statements every message runs.
+_FIND = Prepared(
+    select(hl7_message)
+    .where(_j.sender == bindparam("sender"), _j.control_id == bindparam("control_id"))
+    .order_by(_j.id)
+)
+_INSERT = insert(hl7_message).returning(_j.id)  # RETURNING rows are not Prepared's to decode
+_OUTCOME = Prepared(
+    update(hl7_message).where(_j.id == bindparam("entry_id")),
+    _OUTCOME_COLUMNS,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +74,13 @@ class JournalEntry:
 
 
 def _entry(row: Any) -> JournalEntry:
-    return JournalEntry(**{k: row._mapping[k] for k in JournalEntry.__slots__})  # type: ignore[attr-defined]
+    return JournalEntry(**{k: getattr(row, k) for k in JournalEntry.__slots__})
 
 
 async def find_same_control_id(
     conn: DbConnection, sender: str, control_id: str
 ) -> list[JournalEntry]:
-    rows = await conn.execute(
-        select(hl7_message).where(_j.sender == sender, _j.control_id == control_id).order_by(_j.id)
-    )
+    rows = await conn.execute(_FIND, {"sender": sender, "control_id": control_id})
     return [_entry(r) for r in rows]
 
 
@@ -64,12 +90,14 @@ async def get(conn: DbConnection, entry_id: int) -> JournalEntry | None:
 
 
 async def insert_entry(conn: DbConnection, **values: Any) -> int:
-    result = await conn.execute(insert(hl7_message).values(**values).returning(_j.id))
+    result = await conn.execute(_INSERT, {name: values.get(name) for name in _ENTRY_COLUMNS})
     return int(result.scalar_one())
 
 
 async def set_outcome(conn: DbConnection, entry_id: int, **values: Any) -> None:
-    await conn.execute(update(hl7_message).where(_j.id == entry_id).values(**values))
+    """Record a message's outcome: every outcome column is set, those not given to NULL."""
+    row = {name: values.get(name) for name in _OUTCOME_COLUMNS}
+    await conn.execute(_OUTCOME, {"entry_id": entry_id, **row})
 
 
 async def listing(

@@ -224,3 +224,19 @@ async def test_concurrent_messages_for_one_patient_lose_no_update(hl7: Hl7Servic
         ).one()
     values = {i["value"] for i in orjson.loads(content)["identifier"]}
     assert {f"EXTRA{n}" for n in range(12)} <= values
+
+
+async def test_logs_carry_ids_and_counts_never_patient_data(
+    hl7: Hl7Service, caplog: pytest.LogCaptureFixture
+):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="dxf.hl7")
+    await hl7.handle(adt("A01", "LOG1", "20260301101500-0800"), "test")
+    await hl7.handle(er7(msh("ADT^A01", "LOG2"), pid(birth="19751399"), pv1()), "test")
+    await hl7.handle(adt("A01", "LOG1", "20260301101500-0800"), "test")  # duplicate
+    assert len(caplog.records) == 3
+    text = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    for phi in ("NGUYEN", "LAN", "MRN1001", "1975", "MAIN ST", "SACRAMENTO", "5550101"):
+        assert phi not in text
+    assert "LOG1" in text and "LOG2" in text  # control ids are what we do log

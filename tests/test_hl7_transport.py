@@ -305,3 +305,19 @@ async def test_a_truncated_frame_is_answered_and_not_stored(mllp: MllpServer, db
     async with db.read() as conn:
         ids = [r.control_id for r in await conn.execute(select(hl7_message.c.control_id))]
     assert ids == ["TR2"]
+
+
+async def test_msh18_charset_over_mllp(mllp: MllpServer, db: Database):
+    from app.store.tables import resource as res
+
+    text = adt("A01", "CS1", "20260301101500-0800").decode()
+    text = text.replace("|P|2.5.1|||", "|P|2.5.1||||||8859/1", 1).replace("NGUYEN", "MUÑOZ")
+    reader, writer = await asyncio.open_connection("127.0.0.1", mllp.port)
+    writer.write(frame(text.encode("latin-1")))
+    await writer.drain()
+    assert msa(await read_ack(reader))[1:3] == ["AA", "CS1"]
+    writer.close()
+    await writer.wait_closed()
+    async with db.read() as conn:
+        content = await conn.scalar(select(res.c.content).where(res.c.res_type == "Patient"))
+    assert "MUÑOZ" in (content if isinstance(content, str) else content.decode())

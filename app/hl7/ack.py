@@ -147,7 +147,7 @@ def build_ack(
     segments = [fs.join(fields)]
     msa = ["MSA", code, control]
     if error is not None:
-        msa.append(_escape(error.reason, d)[:80])
+        msa.append(_escape(error.reason[:80], d))  # cut before escaping: never mid-escape
     segments.append(fs.join(msa))
     if error is not None:
         segments.append(_err_segment(error, d, version))

@@ -240,3 +240,20 @@ async def test_logs_carry_ids_and_counts_never_patient_data(
     for phi in ("NGUYEN", "LAN", "MRN1001", "1975", "MAIN ST", "SACRAMENTO", "5550101"):
         assert phi not in text
     assert "LOG1" in text and "LOG2" in text  # control ids are what we do log
+
+
+async def test_a_mapped_resource_that_is_not_valid_fhir_is_an_error_not_a_write(
+    hl7: Hl7Service, db: Database, monkeypatch: pytest.MonkeyPatch
+):
+    from app.hl7 import mapping
+
+    async def invalid(ctx):
+        ctx.put("Patient", "p-1", {"birthDate": "last spring"})
+
+    monkeypatch.setitem(mapping.MAPS, ("ADT", "A01"), invalid)
+    result = await hl7.handle(adt("A01", "V1", "20260301101500-0800"), "test")
+    ack = segments(result.ack)
+    assert result.code == "AE" and ack["ERR"][3].startswith("207^")
+    assert "not valid FHIR" in ack["ERR"][8] and "Patient.birthDate" in ack["ERR"][8]
+    assert await count(db, resource) == 0
+    assert await count(db, hl7_message, hl7_message.c.status == "error") == 1

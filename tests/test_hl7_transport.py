@@ -321,3 +321,40 @@ async def test_msh18_charset_over_mllp(mllp: MllpServer, db: Database):
     async with db.read() as conn:
         content = await conn.scalar(select(res.c.content).where(res.c.res_type == "Patient"))
     assert "MUÑOZ" in (content if isinstance(content, str) else content.decode())
+
+
+async def test_mutual_tls_requires_a_client_certificate(
+    db: Database, settings: Settings, tmp_path: Path
+):
+    cert, key = _self_signed(tmp_path)  # serves as server certificate, CA and client certificate
+    server = await listener(
+        db,
+        settings,
+        mllp_tls_cert_file=cert,
+        mllp_tls_key_file=key,
+        mllp_tls_client_ca_file=cert,
+    )
+    try:
+        anonymous = ssl.create_default_context(cafile=str(cert))
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=anonymous, server_hostname="localhost"
+            )
+            try:
+                writer.write(frame(adt("A01", "ANON", "20260301101500-0800")))
+                await writer.drain()
+                await read_ack(reader)
+            finally:
+                writer.close()
+        known = ssl.create_default_context(cafile=str(cert))
+        known.load_cert_chain(cert, key)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.port, ssl=known, server_hostname="localhost"
+        )
+        writer.write(frame(adt("A01", "MTLS", "20260301101500-0800")))
+        await writer.drain()
+        assert msa(await read_ack(reader))[1:3] == ["AA", "MTLS"]
+        writer.close()
+        assert await count(db, hl7_message) == 1
+    finally:
+        await server.close()

@@ -257,3 +257,34 @@ async def test_a_mapped_resource_that_is_not_valid_fhir_is_an_error_not_a_write(
     assert "not valid FHIR" in ack["ERR"][8] and "Patient.birthDate" in ack["ERR"][8]
     assert await count(db, resource) == 0
     assert await count(db, hl7_message, hl7_message.c.status == "error") == 1
+
+
+async def test_concurrent_messages_reusing_a_control_id_are_still_a_conflict(
+    hl7: Hl7Service, db: Database, monkeypatch: pytest.MonkeyPatch
+):
+    """Two different messages with one control id arrive at once. Each journal decision waits
+    (up to 0.5 s) for the other to have looked too, which is exactly the race a per-id lock must
+    prevent: without it both would find nothing and both be accepted."""
+    import asyncio
+    import contextlib
+
+    looked = 0
+    both = asyncio.Event()
+    find = journal.find_same_control_id
+
+    async def racing_find(conn, sender, control_id):
+        nonlocal looked
+        rows = await find(conn, sender, control_id)
+        looked += 1
+        if looked >= 2:
+            both.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(both.wait(), 0.5)
+        return rows
+
+    monkeypatch.setattr(journal, "find_same_control_id", racing_find)
+    first = adt("A01", "SAME", "20260301101500-0800")
+    second = adt("A08", "SAME", "20260301111500-0800")
+    results = await asyncio.gather(hl7.handle(first, "test"), hl7.handle(second, "test"))
+    assert sorted(r.code for r in results) == ["AA", "AE"]
+    assert await count(db, hl7_message, hl7_message.c.status == "conflict") == 1

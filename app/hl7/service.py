@@ -158,6 +158,13 @@ class Hl7Service:
         }
         try:
             async with self.db.write() as conn:
+                if not self.db.is_sqlite:
+                    # one journal decision at a time per (sender, control id): two different
+                    # messages reusing an id at once must still be seen as a conflict
+                    await conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"),
+                        {"key": _lock_key("hl7_message", f"{values['sender']}|{control_id}")},
+                    )
                 earlier = await journal.find_same_control_id(conn, values["sender"], control_id)
                 same = next((e for e in earlier if e.sha256 == digest), None)
                 if same is not None and same.status != "received" and same.ack:

@@ -358,3 +358,31 @@ async def test_mutual_tls_requires_a_client_certificate(
         assert await count(db, hl7_message) == 1
     finally:
         await server.close()
+
+
+async def test_reprocess_all_failed_picks_up_messages_a_crash_left_received(
+    settings: Settings, db: Database
+):
+    import hashlib
+    from datetime import UTC, datetime, timedelta
+
+    from app.hl7 import journal
+
+    message = adt("A01", "CR1", "20260301101500-0800")
+    async with db.write() as conn:
+        await journal.insert_entry(
+            conn,
+            received_at=datetime.now(UTC) - timedelta(minutes=10),
+            transport="mllp",
+            sender="EPIC|GOODHOSP",
+            control_id="CR1",
+            sha256=hashlib.sha256(message).hexdigest(),
+            message_type="ADT^A01",
+            version="2.5.1",
+            status="received",
+            raw=message,
+        )
+    code, out, _ = await _cli(settings, "hl7", "reprocess", "--all-failed")
+    assert code == 0 and "reprocessed 1 message(s), 0 still failing" in out
+    assert await count(db, hl7_message, hl7_message.c.status == "processed") == 1
+    assert await count(db, resource, resource.c.res_type == "Patient") == 1

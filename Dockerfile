@@ -65,7 +65,8 @@ WORKDIR /srv
 USER dxf
 # Relative defaults (./data/dxf-bridge.db, ./data/signing-key.json) resolve to /srv/data.
 VOLUME ["/srv/data"]
-EXPOSE 8080
+# 2575: the HL7v2 MLLP listener, when enabled (DXF_MLLP_ENABLED=true, DXF_MLLP_HOST=0.0.0.0)
+EXPOSE 8080 2575
 
 # /healthz answers without a token. It follows DXF_PORT; a port given as `serve --port` is not seen.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install install-test migrate bench clean
+.PHONY: run test install install-test migrate bench bench-hl7 clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,11 @@ install-test: $(VENV)/.installed-test
 migrate: install
 	$(BIN)/dxf-bridge migrate
 
-## run: install into .venv, migrate the embedded SQLite database under ./data/, serve on :8080
+## run: install into .venv, migrate the embedded SQLite database under ./data/, serve the API on
+## :8080 and the HL7v2 MLLP listener on :2575 in one process (one Ctrl-C stops both)
 run: install
 	$(BIN)/dxf-bridge migrate
-	exec $(BIN)/dxf-bridge serve
+	exec $(BIN)/dxf-bridge serve --mllp
 
 ## test: install with test extras and run the whole suite
 test: install-test
@@ -36,6 +37,9 @@ test: install-test
 
 bench: install
 	$(BIN)/python bench/rest_bench.py
+
+bench-hl7: install
+	$(BIN)/python bench/hl7_bench.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -1,4 +1,4 @@
-"""The `dxf-bridge` command: serve, migrate, token."""
+"""The `dxf-bridge` command: serve, migrate, token, mllp, ingest-hl7, hl7."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="bind address (default: DXF_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: DXF_PORT, 8080)")
     serve.add_argument("--workers", type=int, help="server processes (default: DXF_WORKERS, 1)")
+    serve.add_argument(
+        "--mllp",
+        action="store_true",
+        help="also run the MLLP listener in the same process (or set DXF_MLLP_ENABLED=true)",
+    )
 
     sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
     sub.add_parser(
@@ -33,10 +38,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--subject", default="dxf-bridge-cli", help="the token's sub claim")
 
+    mllp = sub.add_parser("mllp", help="run the HL7v2 MLLP listener")
+    mllp.add_argument("--host", help="bind address (default: DXF_MLLP_HOST, 127.0.0.1)")
+    mllp.add_argument("--port", type=int, help="port (default: DXF_MLLP_PORT, 2575; 0 = any)")
+
+    ingest = sub.add_parser("ingest-hl7", help="ingest files of HL7v2 messages (FHS/BHS too)")
+    ingest.add_argument("files", nargs="+", metavar="FILE")
+
+    hl7 = sub.add_parser("hl7", help="the HL7v2 journal")
+    hl7_sub = hl7.add_subparsers(dest="hl7_command", required=True)
+    hl7_list = hl7_sub.add_parser("list", help="list journaled messages, newest first")
+    hl7_list.add_argument(
+        "--status", choices=["received", "processed", "error", "rejected", "conflict"]
+    )
+    hl7_list.add_argument("--limit", type=int, default=100)
+    reprocess = hl7_sub.add_parser("reprocess", help="map journaled messages again")
+    which = reprocess.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", type=int, help="journal id")
+    which.add_argument(
+        "--all-failed",
+        action="store_true",
+        help="every message in status error (and received ones left by a crash)",
+    )
+
     args = parser.parse_args(argv)
     settings = Settings()
     if args.command == "serve":
+        if args.mllp:
+            settings = settings.model_copy(update={"mllp_enabled": True})
         return _serve(settings, args.host, args.port, args.workers)
+    if args.command in ("mllp", "ingest-hl7", "hl7"):
+        import asyncio
+
+        from app.hl7 import commands
+
+        return asyncio.run(commands.run(settings, args))
     if args.command == "migrate":
         from app.migrate import upgrade_url
 
@@ -129,6 +165,20 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
         ),
         flush=True,
     )
+    if settings.mllp_enabled:
+        if workers > 1:
+            print(
+                "the MLLP listener runs in one process: serve it with --workers 1, or run "
+                "`dxf-bridge mllp` beside a multi-worker API",
+                file=sys.stderr,
+            )
+            return 2
+        tls = " (TLS)" if settings.mllp_tls_cert_file else ""
+        print(
+            f"HL7v2 MLLP listener on {settings.mllp_host}:{settings.mllp_port}{tls}; "
+            f"POST {settings.base_url}/hl7v2 takes single messages too.\n",
+            flush=True,
+        )
     options: dict[str, object] = {
         "host": host or settings.host,
         "port": port or settings.port,

@@ -22,7 +22,23 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("request_id", "method", "route", "status", "ms", "error"):
+        for key in (
+            "request_id",
+            "method",
+            "route",
+            "status",
+            "ms",
+            "error",
+            # HL7v2 ingestion (app/hl7/service.py): ids and counts only, never content
+            "journal_id",
+            "sender",
+            "control_id",
+            "message_type",
+            "ack_code",
+            "resources",
+            "transport",
+            "peer",
+        ):
             if hasattr(record, key):
                 out[key] = getattr(record, key)
         return orjson.dumps(out).decode()

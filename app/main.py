@@ -20,15 +20,18 @@ from app import __version__
 from app.container import Container, build_container
 from app.errors import (
     FhirError,
+    Forbidden,
     Invalid,
     Issue,
     MethodNotAllowed,
     NotFound,
+    PayloadTooLarge,
     Unavailable,
     operation_outcome,
 )
 from app.fhir.rest.negotiation import fhir_response
 from app.fhir.rest.router import FhirRouter, render_error
+from app.hl7.mapping import WRITTEN_TYPES
 from app.logging import access_log
 from app.settings import Settings
 
@@ -78,9 +81,19 @@ def create_app(settings: Settings, container: Container | None = None) -> DxfApp
         owned = app.state.container is None
         if owned:
             app.state.container = build_container(settings)
+        listener = None
+        if settings.mllp_enabled:
+            from app.hl7.mllp import MllpServer
+
+            listener = MllpServer(app.state.container.hl7(), settings)
+            await listener.start()
+            app.state.mllp = listener
+            log.info("mllp listener started", extra={"route": f"mllp:{listener.port}"})
         try:
             yield
         finally:
+            if listener is not None:
+                await listener.close()
             if owned:
                 await app.state.container.close()
 
@@ -109,6 +122,28 @@ def create_app(settings: Settings, container: Container | None = None) -> DxfApp
             log.warning("health check failed", extra={"error": type(exc).__name__})
             return fhir_response(503, {"status": "database unavailable"})
         return fhir_response(200, {"status": "ok"})
+
+    @app.post("/hl7v2", include_in_schema=False)
+    async def hl7v2(request: Request) -> Response:
+        """One ER7 message in, its ACK out (the same path as MLLP: journal, map, commit, ACK).
+        Needs a token whose system/user scopes let it create and update every type the
+        mapping writes."""
+        container = request.app.state.container
+        principal = container.validator.authenticate(request.headers.get("authorization"))
+        for rtype in WRITTEN_TYPES:
+            for perm in ("c", "u"):
+                if principal.policy.restriction(rtype, perm) is not None:
+                    raise Forbidden("HL7v2 ingestion needs system- or user-level write scopes")
+        limit = min(settings.mllp_max_message_bytes, settings.max_body_bytes)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"the message exceeds {limit} bytes")
+        result = await container.hl7().handle(bytes(body), "http")
+        return Response(
+            content=result.ack_bytes, status_code=200, media_type="x-application/hl7-v2+er7"
+        )
 
     _install_error_handlers(app)
     return DxfApp(app)

@@ -34,12 +34,59 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # HL7v2 ingestion (app/hl7): the MLLP listener, POST /hl7v2 and `dxf-bridge ingest-hl7`
+    mllp_enabled: bool = False
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = Field(default=2575, ge=0, le=65535)
+    mllp_max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    mllp_idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    mllp_max_connections: int = Field(default=100, ge=1)
+    mllp_tls_cert_file: Path | None = None
+    mllp_tls_key_file: Path | None = None
+    mllp_tls_client_ca_file: Path | None = None
+    hl7_default_charset: str = "utf-8"
+    hl7_default_timezone: str = "America/Los_Angeles"
+    hl7_identifier_systems: dict[str, str] = Field(default_factory=dict)
+    hl7_identifier_system_prefix: str = "urn:dxf-bridge:v2:assigning-authority:"
+    hl7_application: str = "DXF-BRIDGE"
+    hl7_facility: str = "DXF"
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("DXF_BASE_URL must be an absolute http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("hl7_default_charset")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"DXF_HL7_DEFAULT_CHARSET: unknown character set {value!r}") from None
+        return value
+
+    @field_validator("hl7_default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"DXF_HL7_DEFAULT_TIMEZONE: unknown time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.mllp_tls_cert_file is None) != (self.mllp_tls_key_file is None):
+            raise ValueError("DXF_MLLP_TLS_CERT_FILE and DXF_MLLP_TLS_KEY_FILE go together")
+        if self.mllp_tls_client_ca_file is not None and self.mllp_tls_cert_file is None:
+            raise ValueError("DXF_MLLP_TLS_CLIENT_CA_FILE needs DXF_MLLP_TLS_CERT_FILE")
+        return self
 
     @model_validator(mode="after")
     def _page_sizes(self) -> Settings:

@@ -9,6 +9,7 @@
     spidx_quantity        quantity and number search index rows (value, and unit system/code)
     resource_compartment  Patient compartment membership (who may see a resource)
     conditional_key       unique (type, criteria hash): makes conditional create race-free
+    hl7_message           the HL7v2 journal: raw bytes, sender, control id, hash, status, ACK
 
 The small key-only tables are WITHOUT ROWID on SQLite: the row lives in the key's b-tree, so a
 write touches one structure fewer. (Not `resource`: its rows are large, which SQLite advises
@@ -32,6 +33,7 @@ from sqlalchemy import (
     Double,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -44,6 +46,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 __all__ = [
     "RawJson",
     "conditional_key",
+    "hl7_message",
     "metadata",
     "resource",
     "resource_compartment",
@@ -200,4 +203,34 @@ conditional_key = Table(
     Column("res_id", String(64), nullable=False),
     Index(None, "res_type", "res_id"),
     sqlite_with_rowid=False,
+)
+
+
+# ---- HL7v2 ingestion journal (app/hl7/journal.py) ----------------------------------------------
+# One row per received message, committed before anything else happens to it. `status`:
+# received (journaled, not yet mapped), processed, error (mapping failed; reprocessable),
+# rejected (not a message we take), conflict (same sender and MSH-10, different bytes).
+# Unique on (sender, control id, hash): an identical resend finds the row and its ACK.
+
+hl7_message = Table(
+    "hl7_message",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("transport", String(8), nullable=False),
+    Column("sender", String(512), nullable=False),
+    Column("control_id", String(200), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("message_type", String(40), nullable=False),
+    Column("version", String(20), nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("ack", Text, nullable=True),
+    Column("ack_code", String(2), nullable=True),
+    Column("error_code", String(3), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("resources", Text, nullable=True),
+    Column("processed_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("sender", "control_id", "sha256"),
+    Index(None, "status", "id"),
 )

@@ -156,8 +156,11 @@ class FhirRepository:
             entries = [e for e in entries if self._visible_version(e.resource, perm)]
         return HistoryPage(entries, rows[-1].hid if more and rows else None)
 
-    async def search(self, query: SearchQuery) -> SearchPage:
-        """Type-level search (see app.store.searching)."""
+    async def search(self, query: SearchQuery | Criteria, *, count: int = 50) -> SearchPage:
+        """Type-level search (see app.store.searching). Internal callers may pass bare
+        Criteria and a page size."""
+        if isinstance(query, Criteria):
+            query = SearchQuery(query, count)
         return await run_search(self, query)
 
     async def everything(self, request: EverythingRequest) -> EverythingPage:

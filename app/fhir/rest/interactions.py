@@ -363,9 +363,7 @@ def _cursor(control: dict[str, str]) -> list[tuple[str, str]]:
     return [("_cursor", control["_cursor"])] if "_cursor" in control else []
 
 
-def _control(
-    query: list[tuple[str, str]], allowed: set[str], *, operation: str
-) -> dict[str, str]:
+def _control(query: list[tuple[str, str]], allowed: set[str], *, operation: str) -> dict[str, str]:
     """The query of an interaction that takes only `allowed` parameters, each at most once."""
     out: dict[str, str] = {}
     for key, value in query:

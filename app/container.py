@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from app.audit.recorder import AuditRecorder
 from app.auth.assertions import AssertionVerifier
 from app.auth.grants import TokenService
 from app.auth.jwks import JwksCache
@@ -15,7 +16,6 @@ from app.auth.registry import ClientRegistry, UserRegistry
 from app.auth.resource_server import Authenticator
 from app.auth.revocation import RevocationList
 from app.auth.tokens import TokenValidator
-from app.audit.recorder import AuditRecorder
 from app.db import Database
 from app.settings import Settings
 from app.store.repository import FhirRepository

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
+from app.auth.web import router as auth_router
 from app.container import Container, build_container
 from app.errors import (
     FhirError,
@@ -39,7 +40,8 @@ log = logging.getLogger("dxf.http")
 
 class DxfApp:
     """The ASGI application: the FHIR router answers under /fhir, FastAPI serves the rest
-    (discovery documents, health). One request-log middleware wraps both."""
+    (discovery documents, the authorization server, health). One request-log middleware wraps
+    both."""
 
     def __init__(self, api: FastAPI) -> None:
         self.api = api
@@ -55,7 +57,9 @@ class DxfApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and (path == "/fhir" or path.startswith("/fhir/")):
+        if path.startswith("/fhir/.well-known/"):
+            await self.api(scope, receive, send)  # SMART discovery, served without a token
+        elif scope["type"] == "http" and (path == "/fhir" or path.startswith("/fhir/")):
             await self.fhir(scope, receive, send)
         else:
             await self.api(scope, receive, send)
@@ -101,6 +105,7 @@ def create_app(settings: Settings, container: Container | None = None) -> DxfApp
             return fhir_response(503, {"status": "database unavailable"})
         return fhir_response(200, {"status": "ok"})
 
+    app.include_router(auth_router)
     _install_error_handlers(app)
     return DxfApp(app)
 

@@ -3,8 +3,8 @@
 Served for unrestricted (`system/` or `user/`) AuditEvent scopes only, e.g.
 `system/AuditEvent.rs`: a patient-scoped token gets 403. Search parameters: `patient`
 (`Patient/x` or `x`), `date` (with `ge`, `gt`, `le`, `lt` or `eq` prefixes, repeatable),
-`outcome` (0, 4, 8), `action` (C R U D E), `_id`, `_count`, and the paging `_cursor`; anything else is a
-400. Results come newest first.
+`outcome` (0, 4, 8), `action` (C R U D E), `_id`, `_count`, and the paging `_cursor`;
+anything else is a 400. Results come newest first.
 """
 
 from __future__ import annotations
@@ -49,7 +49,11 @@ def render(row: Any) -> dict[str, Any]:
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": row.event_id,
-        "type": {"system": f"{_CS}/audit-event-type", "code": "rest", "display": "RESTful Operation"},
+        "type": {
+            "system": f"{_CS}/audit-event-type",
+            "code": "rest",
+            "display": "RESTful Operation",
+        },
         "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": row.interaction}],
         "action": row.action,
         "recorded": _utc(row.recorded).isoformat().replace("+00:00", "Z"),
@@ -68,8 +72,14 @@ def render(row: Any) -> dict[str, Any]:
     if row.client_id:
         event["agent"].append(
             {
-                "type": {"coding": [{"system": f"{_CS}/extra-security-role-type", "code": "datacollector"}]},
-                "who": {"identifier": {"system": "urn:dxf-bridge:client-id", "value": row.client_id}},
+                "type": {
+                    "coding": [
+                        {"system": f"{_CS}/extra-security-role-type", "code": "datacollector"}
+                    ]
+                },
+                "who": {
+                    "identifier": {"system": "urn:dxf-bridge:client-id", "value": row.client_id}
+                },
                 "requestor": True,
             }
         )
@@ -91,7 +101,11 @@ def render(row: Any) -> dict[str, Any]:
                 "role": {"system": f"{_CS}/object-role", "code": "1"},
             }
         )
-    if row.res_type and row.res_id and not (row.res_type == "Patient" and row.res_id == row.patient):
+    if (
+        row.res_type
+        and row.res_id
+        and not (row.res_type == "Patient" and row.res_id == row.patient)
+    ):
         entities.append({"what": {"reference": f"{row.res_type}/{row.res_id}"}})
     elif row.res_type and not row.res_id:
         entities.append({"what": {"display": row.res_type}, "description": "resource type"})

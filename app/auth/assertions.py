@@ -97,7 +97,9 @@ class AssertionVerifier:
         await self._remember(client_id, str(claims["jti"]), int(claims["exp"]))
         return client
 
-    def _check(self, assertion: str, key: Any, alg: str, client_id: str, now: int) -> dict[str, Any]:
+    def _check(
+        self, assertion: str, key: Any, alg: str, client_id: str, now: int
+    ) -> dict[str, Any]:
         try:
             decoded = jwt.decode(assertion, key, algorithms=[alg])
             jwt.JWTClaimsRegistry(

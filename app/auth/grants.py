@@ -210,7 +210,9 @@ class TokenService:
                 elif _epoch(row.expires_at) >= self._clock():
                     marked = await conn.execute(
                         update(oauth_code)
-                        .where(oauth_code.c.code_hash == row.code_hash, oauth_code.c.used.is_(False))
+                        .where(
+                            oauth_code.c.code_hash == row.code_hash, oauth_code.c.used.is_(False)
+                        )
                         .values(used=True)
                     )
                     grant = stored if marked.rowcount == 1 else None
@@ -233,6 +235,7 @@ class TokenService:
         token = form.get("refresh_token", "")
         if not token or len(token) > 256:
             raise _grant_error("refresh_token is missing or not valid")
+        requested = tuple(form["scope"].split()) if form.get("scope") else None
         reused: str | None = None
         grant: Grant | None = None
         async with self._db.write() as conn:
@@ -242,8 +245,13 @@ class TokenService:
                 )
             ).first()
             if row is not None and row.client_id == client.client_id:
+                stored = Grant.loads(row.grant)
                 if row.revoked:
                     reused = row.family
+                elif requested is not None and not set(requested) <= set(stored.scopes):
+                    raise OAuthError(
+                        "invalid_scope", "a refresh may only narrow the granted scopes"
+                    )
                 elif _epoch(row.expires_at) >= self._clock():
                     marked = await conn.execute(
                         update(oauth_refresh)
@@ -253,18 +261,13 @@ class TokenService:
                         )
                         .values(revoked=True)
                     )
-                    grant = Grant.loads(row.grant) if marked.rowcount == 1 else None
+                    grant = stored if marked.rowcount == 1 else None
         if reused is not None:
             await self._revoke_family(reused)
             raise _grant_error("the refresh token was already used; its grant is revoked")
         if grant is None:
             raise _grant_error("the refresh token is unknown, expired, or not this client's")
-        scopes = grant.scopes
-        if form.get("scope"):
-            requested = form["scope"].split()
-            if not set(requested) <= set(grant.scopes):
-                raise OAuthError("invalid_scope", "a refresh may only narrow the granted scopes")
-            scopes = tuple(requested)
+        scopes = requested or grant.scopes
         return await self._issue_launch_tokens(client, grant, scopes, new_refresh=True)
 
     async def _issue_launch_tokens(

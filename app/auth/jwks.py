@@ -137,7 +137,9 @@ class JwksCache:
                         raise _fail("the client's JWKS is too large")
                 cache_control = response.headers.get("cache-control", "")
         except httpx.HTTPError as exc:
-            raise _fail(f"the client's JWKS URL could not be fetched ({type(exc).__name__})") from None
+            raise _fail(
+                f"the client's JWKS URL could not be fetched ({type(exc).__name__})"
+            ) from None
         try:
             keys = check_jwks(json.loads(body))
         except ValueError as exc:

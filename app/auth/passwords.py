@@ -21,9 +21,7 @@ _MAXMEM = 128 * 1024 * 1024
 
 
 def _derive(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(
-        password.encode(), salt=salt, n=n, r=r, p=p, maxmem=_MAXMEM, dklen=_LEN
-    )
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=_MAXMEM, dklen=_LEN)
 
 
 def _b64(data: bytes) -> str:

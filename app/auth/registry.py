@@ -150,13 +150,17 @@ class ClientRegistry:
             return None
         async with self._db.read() as conn:
             row = (
-                await conn.execute(select(oauth_client).where(oauth_client.c.client_id == client_id))
+                await conn.execute(
+                    select(oauth_client).where(oauth_client.c.client_id == client_id)
+                )
             ).first()
         return _client(row) if row is not None else None
 
     async def list(self) -> list[Client]:
         async with self._db.read() as conn:
-            rows = (await conn.execute(select(oauth_client).order_by(oauth_client.c.client_id))).all()
+            rows = (
+                await conn.execute(select(oauth_client).order_by(oauth_client.c.client_id))
+            ).all()
         return [_client(r) for r in rows]
 
     async def set_disabled(self, client_id: str, disabled: bool = True) -> bool:

@@ -52,9 +52,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("client_id", "jti", name="pk_oauth_assertion_jti"),
         sqlite_with_rowid=False,
     )
-    op.create_index(
-        "ix_oauth_assertion_jti_expires_at", "oauth_assertion_jti", ["expires_at"]
-    )
+    op.create_index("ix_oauth_assertion_jti_expires_at", "oauth_assertion_jti", ["expires_at"])
     op.create_table(
         "oauth_code",
         sa.Column("code_hash", sa.String(64), nullable=False),

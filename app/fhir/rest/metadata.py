@@ -46,7 +46,9 @@ class _Route(Protocol):
 
 def capability_statement(routes: Iterable[_Route], settings: Settings) -> dict[str, Any]:
     served = frozenset((r.interaction, r.level) for r in routes if r.interaction)
-    endpoints = tuple((n, settings.endpoint(n)) for n in ("authorize", "token", "introspect", "revoke"))
+    endpoints = tuple(
+        (n, settings.endpoint(n)) for n in ("authorize", "token", "introspect", "revoke")
+    )
     return _statement(served, settings.fhir_base_url, endpoints)
 
 

@@ -51,7 +51,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_registry(settings, args))
     if args.command == "launch":
         return _launch(settings, args)
+    if args.command == "keys":
+        return _keys(settings, args)
     return 2
+
+
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from app.auth.keys import load_or_create_signing_keys, retire_signing_key, rotate_signing_keys
+
+    path = settings.signing_key_file
+    try:
+        if args.action == "rotate":
+            kid = rotate_signing_keys(path)
+            print(f"new signing key {kid}; restart the server to sign with it")
+        elif args.action == "retire":
+            retire_signing_key(path, args.kid)
+            print(f"key {args.kid} retired; restart the server")
+        else:
+            keys, _ = load_or_create_signing_keys(path)
+            for key in keys.keyset.keys:
+                print(key.kid)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _auth_commands(sub: Any) -> None:
@@ -62,9 +85,11 @@ def _auth_commands(sub: Any) -> None:
     add.add_argument(
         "--scope", required=True, help='the scopes it may be granted, e.g. "system/*.rs"'
     )
-    keys = add.add_mutually_exclusive_group()
-    keys.add_argument("--jwks-file", help="its public keys, a JWKS file (confidential clients)")
-    keys.add_argument("--jwks-url", help="where it publishes its JWKS (https)")
+    key_source = add.add_mutually_exclusive_group()
+    key_source.add_argument(
+        "--jwks-file", help="its public keys, a JWKS file (confidential clients)"
+    )
+    key_source.add_argument("--jwks-url", help="where it publishes its JWKS (https)")
     add.add_argument(
         "--redirect-uri", action="append", default=[], help="an app-launch redirect URI (repeat)"
     )
@@ -82,6 +107,13 @@ def _auth_commands(sub: Any) -> None:
     )
     uadd.add_argument("--username", required=True)
     uadd.add_argument("--fhir-user", help="the user's FHIR resource, e.g. Practitioner/123")
+
+    keys = sub.add_parser("keys", help="rotate the server's signing key")
+    ksub = keys.add_subparsers(dest="action", required=True)
+    ksub.add_parser("rotate", help="add a new signing key; old keys keep verifying")
+    ksub.add_parser("list", help="list key ids, the signing one first")
+    retire = ksub.add_parser("retire", help="remove an old key (after its tokens expired)")
+    retire.add_argument("--kid", required=True)
 
     launch = sub.add_parser("launch", help="print an EHR launch value for a patient context")
     launch.add_argument("--patient", required=True, help="the Patient id the EHR has open")

@@ -8,6 +8,7 @@ import httpx
 
 from app.audit.recorder import AuditRecorder
 from app.auth.assertions import AssertionVerifier
+from app.auth.external import ExternalTokenValidator
 from app.auth.grants import TokenService
 from app.auth.jwks import JwksCache
 from app.auth.keys import SigningKeys, load_or_create_signing_keys
@@ -92,6 +93,15 @@ def _wire(
         token_endpoint=settings.endpoint("token"),
         leeway_seconds=settings.token_leeway_seconds,
     )
+    external = None
+    if settings.external_issuer and settings.external_jwks_url:
+        external = ExternalTokenValidator(
+            jwks,
+            issuer=settings.external_issuer,
+            jwks_url=settings.external_jwks_url,
+            audience=settings.fhir_base_url,
+            leeway_seconds=settings.token_leeway_seconds,
+        )
     tokens = TokenService(
         settings=settings,
         keys=keys,
@@ -110,7 +120,7 @@ def _wire(
         clients=clients,
         users=UserRegistry(db),
         revocations=revocations,
-        authenticator=Authenticator(validator, revocations),
+        authenticator=Authenticator(validator, revocations, external),
         tokens=tokens,
         audit=AuditRecorder(db),
         keys_created=keys_created,

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
             raise ValueError("DXF_EXTERNAL_ISSUER and DXF_EXTERNAL_JWKS_URL go together")
         if self.external_jwks_url and not self.external_jwks_url.startswith("https://"):
             raise ValueError("DXF_EXTERNAL_JWKS_URL must be an https URL")
+        if self.external_issuer and self.external_issuer.rstrip("/") == self.issuer:
+            raise ValueError("DXF_EXTERNAL_ISSUER must differ from this server's own issuer")
         return self
 
     @property

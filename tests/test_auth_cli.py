@@ -152,3 +152,35 @@ async def test_launch_prints_a_launch_value(env, capsys):
     value = capsys.readouterr().out.strip()
     assert value.count(".") == 2
     assert await _run("launch", "--patient", "p1", "--ttl", "0") == 2
+
+
+def test_key_rotation(tmp_path, monkeypatch, capsys):
+    """Rotate: the new key signs, tokens of the old key still verify; retire: they stop."""
+    from app.auth.keys import load_or_create_signing_keys
+    from app.auth.tokens import TokenValidator, issue_token
+    from app.errors import Unauthenticated
+
+    path = tmp_path / "keys.json"
+    monkeypatch.setenv("DXF_SIGNING_KEY_FILE", str(path))
+    old_keys, _ = load_or_create_signing_keys(path)
+    old_token = issue_token(old_keys, issuer="https://i", audience="https://a", scope="x")
+    assert main(["keys", "rotate"]) == 0
+    new_keys, _ = load_or_create_signing_keys(path)
+    assert new_keys.kid != old_keys.kid and len(new_keys.keyset.keys) == 2
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+    def validator(keys):
+        return TokenValidator(keys, issuer="https://i", audience="https://a")
+
+    assert validator(new_keys).authenticate(f"Bearer {old_token}").scopes == ("x",)
+    new_token = issue_token(new_keys, issuer="https://i", audience="https://a", scope="y")
+    assert new_token.split(".")[0] != old_token.split(".")[0]  # a different kid in the header
+    assert main(["keys", "retire", "--kid", new_keys.kid]) == 2  # never the current key
+    assert main(["keys", "retire", "--kid", old_keys.kid]) == 0
+    retired, _ = load_or_create_signing_keys(path)
+    with pytest.raises(Unauthenticated):
+        validator(retired).authenticate(f"Bearer {old_token}")
+    assert validator(retired).authenticate(f"Bearer {new_token}").scopes == ("y",)
+    capsys.readouterr()
+    assert main(["keys", "list"]) == 0
+    assert capsys.readouterr().out.split() == [new_keys.kid]

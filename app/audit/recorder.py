@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 from sqlalchemy import insert
 
 from app.auth.policy import Principal
-from app.db import Database
+from app.db import Database, Prepared
 from app.store.tables import audit_event
 
 __all__ = ["AuditEntry", "AuditRecorder", "entry_for_request"]
@@ -43,6 +43,8 @@ _ACTION = {
 _PURPOSE = re.compile(r"^[A-Za-z0-9._:|/-]{1,200}$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _PATIENT_PARAMS = ("patient", "subject", "_id")
+_COLUMNS = [c.name for c in audit_event.columns if c.name != "seq"]
+_INSERT = Prepared(insert(audit_event), _COLUMNS)  # compiled once: one insert per request
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,23 +134,22 @@ class AuditRecorder:
     async def record(self, entry: AuditEntry) -> str:
         """Write one row (its own transaction); returns the AuditEvent id. Raises on failure."""
         event_id = uuid.uuid4().hex
+        row = {
+            "event_id": event_id,
+            "recorded": datetime.now(UTC),
+            "action": entry.action,
+            "outcome": entry.outcome,
+            "status": entry.status,
+            "interaction": entry.interaction,
+            "client_id": entry.client_id,
+            "subject": entry.subject,
+            "patient": entry.patient,
+            "res_type": entry.res_type,
+            "res_id": entry.res_id,
+            "search_params": entry.search_params,
+            "purpose": entry.purpose,
+            "request_id": entry.request_id,
+        }
         async with self._db.write() as conn:
-            await conn.execute(
-                insert(audit_event).values(
-                    event_id=event_id,
-                    recorded=datetime.now(UTC),
-                    action=entry.action,
-                    outcome=entry.outcome,
-                    status=entry.status,
-                    interaction=entry.interaction,
-                    client_id=entry.client_id,
-                    subject=entry.subject,
-                    patient=entry.patient,
-                    res_type=entry.res_type,
-                    res_id=entry.res_id,
-                    search_params=entry.search_params,
-                    purpose=entry.purpose,
-                    request_id=entry.request_id,
-                )
-            )
+            await conn.execute(_INSERT, row)
         return event_id

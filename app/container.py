@@ -122,6 +122,6 @@ def _wire(
         revocations=revocations,
         authenticator=Authenticator(validator, revocations, external),
         tokens=tokens,
-        audit=AuditRecorder(db),
+        audit=AuditRecorder(db, wait_for_flush=settings.audit_wait_for_flush),
         keys_created=keys_created,
     )

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     jwks_cache_seconds: int = Field(default=300, ge=0, le=86400)
     jwks_refetch_interval_seconds: int = Field(default=60, ge=1, le=3600)
     revocation_poll_seconds: float = Field(default=2.0, ge=0, le=300)
+    audit_wait_for_flush: bool = True
     external_issuer: str | None = None
     external_jwks_url: str | None = None
 

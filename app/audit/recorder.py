@@ -128,8 +128,9 @@ def entry_for_request(
 
 
 class AuditRecorder:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, wait_for_flush: bool = True) -> None:
         self._db = db
+        self._wait_for_flush = wait_for_flush
 
     async def record(self, entry: AuditEntry) -> str:
         """Write one row (its own transaction); returns the AuditEvent id. Raises on failure."""
@@ -150,6 +151,5 @@ class AuditRecorder:
             "purpose": entry.purpose,
             "request_id": entry.request_id,
         }
-        async with self._db.write() as conn:
-            await conn.execute(_INSERT, row)
+        await self._db.execute_alone(_INSERT, row, wait_for_flush=self._wait_for_flush)
         return event_id

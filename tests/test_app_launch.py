@@ -320,3 +320,33 @@ async def test_authorize_accepts_post(client, world):
     _, challenge = pkce()
     r = await client.post(AUTHORIZE_URL, data=authorize_params(challenge))
     assert r.status_code == 200 and "Sign in" in r.text
+
+
+async def test_app_launch_never_grants_system_scopes(client, container, world):
+    await register_app(container, "greedy", "launch/patient patient/*.rs system/*.cruds")
+    verifier, challenge = pkce()
+    params = authorize_params(
+        challenge, client_id="greedy", scope="launch/patient patient/*.rs system/*.cruds"
+    )
+    got = await _code(client, params, world["me"])
+    body = (await _exchange(client, got["code"], verifier, client_id="greedy")).json()
+    assert body["scope"] == "launch/patient patient/*.rs"
+    only_system = authorize_params(challenge, client_id="greedy", scope="system/*.cruds")
+    assert redirect_query(await client.get(AUTHORIZE_URL, params=only_system))["error"] == (
+        "invalid_scope"
+    )
+
+
+async def test_stale_codes_and_refresh_tokens_are_purged(container, db):
+    from sqlalchemy import func, select
+
+    from app.auth.grants import Grant
+    from app.store.tables import oauth_code
+
+    now = [1_000_000.0]
+    container.tokens._clock = lambda: now[0]
+    await container.tokens.create_code("app", Grant(scopes=("openid",)))
+    now[0] += 2 * 3600
+    await container.tokens.create_code("app", Grant(scopes=("openid",)))
+    async with db.read() as conn:
+        assert await conn.scalar(select(func.count()).select_from(oauth_code)) == 1

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from joserfc import jwt
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from app.auth.assertions import AssertionVerifier
 from app.auth.keys import SIGNING_ALGORITHMS, SigningKeys
@@ -50,6 +50,7 @@ __all__ = ["GRANT_CLAIM", "Grant", "TokenService", "pkce_challenge"]
 
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 _MAX_TOKEN_PARAM = 8192
+_PURGE_EVERY = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,7 @@ class TokenService:
         self._validator = validator
         self._revocations = revocations
         self._clock = clock
+        self._last_purge = float("-inf")
 
     # ---- client authentication -------------------------------------------------------------
 
@@ -179,8 +181,16 @@ class TokenService:
     async def create_code(self, client_id: str, grant: Grant) -> str:
         code = secrets.token_urlsafe(32)
         grant = replace(grant, family=secrets.token_hex(16))
-        expires = self._clock() + self._settings.auth_code_ttl_seconds
+        now = self._clock()
+        expires = now + self._settings.auth_code_ttl_seconds
         async with self._db.write() as conn:
+            if now - self._last_purge >= _PURGE_EVERY:
+                # codes and refresh tokens an hour past expiry are of no use, even for replay
+                # detection (an expired code is refused either way)
+                self._last_purge = now
+                cutoff = _ts(now - 3600)
+                await conn.execute(delete(oauth_code).where(oauth_code.c.expires_at < cutoff))
+                await conn.execute(delete(oauth_refresh).where(oauth_refresh.c.expires_at < cutoff))
             await conn.execute(
                 insert(oauth_code).values(
                     code_hash=_hash(code),

@@ -186,7 +186,9 @@ class AuthorizeFlow:
             raise _Refused("invalid_request", "code_challenge must be a base64url SHA-256 digest")
         if not params.get("state"):
             raise _Refused("invalid_request", "state is required")
-        scopes = tuple(mediate(params.get("scope", "").split(), registered))
+        # system/ scopes belong to backend services, never to a user's app launch
+        requested = [s for s in params.get("scope", "").split() if not s.startswith("system/")]
+        scopes = tuple(mediate(requested, registered))
         if not scopes:
             raise _Refused("invalid_scope", "none of the requested scopes is registered")
         flow: dict[str, Any] = {"scopes": list(scopes), "code_challenge": challenge}

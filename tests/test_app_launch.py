@@ -350,3 +350,12 @@ async def test_stale_codes_and_refresh_tokens_are_purged(container, db):
     await container.tokens.create_code("app", Grant(scopes=("openid",)))
     async with db.read() as conn:
         assert await conn.scalar(select(func.count()).select_from(oauth_code)) == 1
+
+
+async def test_concurrent_exchanges_of_one_code_give_one_token(client, world):
+    import asyncio
+
+    verifier, challenge = pkce()
+    got = await _code(client, authorize_params(challenge), world["me"])
+    answers = await asyncio.gather(*(_exchange(client, got["code"], verifier) for _ in range(5)))
+    assert sorted(r.status_code for r in answers) == [200, 400, 400, 400, 400]

@@ -265,3 +265,12 @@ async def test_jwks_cache_honours_cache_control(rsa, httpx_mock):
         now[0] = 31  # the client said 30 s: fetch again although our own limit is 300 s
         await cache.key_for(client, kid=rsa.kid, alg="RS384", jku=None)
         assert len(httpx_mock.get_requests()) == 2
+
+
+async def test_concurrent_replays_of_one_assertion_give_one_token(client, container, rsa):
+    import asyncio
+
+    await register_backend(container, "qhio", rsa, "system/*.rs")
+    signed = assertion(rsa, "qhio")
+    answers = await asyncio.gather(*(_token(client, backend_form(signed)) for _ in range(8)))
+    assert sorted(r.status_code for r in answers) == [200] + [400] * 7

@@ -216,9 +216,14 @@ class Database:
         return statement.row_type(*row) if statement.row_type else row
 
     async def execute_alone(
-        self, statement: Prepared, params: dict[str, Any], *, wait_for_flush: bool = True
+        self,
+        statement: Prepared,
+        params: dict[str, Any] | list[dict[str, Any]],
+        *,
+        wait_for_flush: bool = True,
     ) -> None:
-        """Run one write statement as its own transaction, committed when this returns.
+        """Run one write statement (for a list of parameter sets: once per set) as its own
+        transaction, committed when this returns.
 
         On PostgreSQL this runs on the point pool: one round trip (autocommit), or, with
         `wait_for_flush=False`, a transaction with `synchronous_commit = off` (the commit does
@@ -231,13 +236,15 @@ class Database:
                 await conn.execute(statement, params)
             return
         pool = await self._pool()
-        args = [params[n] for n in statement.pg_param_names]
-        if wait_for_flush:
-            await pool.execute(statement.pg_sql, *args)
+        names = statement.pg_param_names
+        rows = [[p[n] for n in names] for p in (params if isinstance(params, list) else [params])]
+        if wait_for_flush and len(rows) == 1:
+            await pool.execute(statement.pg_sql, *rows[0])
             return
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SET LOCAL synchronous_commit = off")
-            await conn.execute(statement.pg_sql, *args)
+            if not wait_for_flush:
+                await conn.execute("SET LOCAL synchronous_commit = off")
+            await conn.executemany(statement.pg_sql, rows)
 
     async def _pool(self) -> asyncpg.Pool:
         if self._point_pool is None:

@@ -117,3 +117,22 @@ async def test_token_decisions_are_audited(client, db):
     assert row.interaction == "token" and row.status == 400 and row.outcome == "4"
     async with db.read() as conn:
         assert await conn.scalar(select(func.count()).select_from(audit_event)) >= 1
+
+
+async def test_a_search_over_several_patients_is_audited_for_each(client, db, auth, pid):
+    other = (
+        await client.post("/Patient", json=patient("mrn-b"), headers={**auth, **FHIR_JSON})
+    ).json()["id"]
+    for who in (pid, other):
+        await client.post("/Observation", json=observation(who), headers={**auth, **FHIR_JSON})
+    r = await client.get("/Observation", headers=auth)
+    request_id = r.headers["x-request-id"]
+    rows = [row for row in await _rows(db) if row.request_id == request_id]
+    assert sorted(row.patient for row in rows) == sorted([pid, other])
+    assert {row.interaction for row in rows} == {"search-type"}
+    # a read of a non-Patient resource names the patient whose record it is
+    obs_id = r.json()["entry"][0]["resource"]["id"]
+    owner = r.json()["entry"][0]["resource"]["subject"]["reference"].split("/")[1]
+    read = await client.get(f"/Observation/{obs_id}", headers=auth)
+    [row] = [row for row in await _rows(db) if row.request_id == read.headers["x-request-id"]]
+    assert row.patient == owner and row.res_id == obs_id

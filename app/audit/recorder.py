@@ -4,6 +4,11 @@ Safeguards"; HIPAA 164.312(b); AuditEvent shape from https://hl7.org/fhir/R4/aud
 Who (client id, token subject), what (interaction, resource type and id, the names of search
 parameters, never their values), which patient, when, the outcome (HTTP status) and the purpose
 of use when the caller gives one (`X-Purpose-Of-Use` header or a `purpose_of_use` token claim).
+
+Which patient: the token's patient context when it has one; otherwise, for a successful answer,
+the Patients whose compartments hold the resources in the answer (one row per patient, so a
+search over many patients' records leaves a trail for each of them, as IHE BALP asks); otherwise
+the patient named by the request (the Patient read, or a `patient`/`subject` search value).
 The row is written before the response is sent; if it cannot be written the caller gets 503
 instead of the data (see FhirRouter). Rows are in `audit_event`, apart from FHIR resources, so
 audit never shows up in `_history` and a FHIR client cannot write or change one.
@@ -13,16 +18,17 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy import insert
+import orjson
+from sqlalchemy import insert, select, tuple_
 
 from app.auth.policy import Principal
 from app.db import Database, Prepared
-from app.store.tables import audit_event
+from app.store.tables import audit_event, resource_compartment
 
 __all__ = ["AuditEntry", "AuditRecorder", "entry_for_request"]
 
@@ -45,6 +51,7 @@ _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _PATIENT_PARAMS = ("patient", "subject", "_id")
 _COLUMNS = [c.name for c in audit_event.columns if c.name != "seq"]
 _INSERT = Prepared(insert(audit_event), _COLUMNS)  # compiled once: one insert per request
+_MAX_PATIENTS = 1000  # rows per request at most; a larger answer is audited for the first 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +139,53 @@ class AuditRecorder:
         self._db = db
         self._wait_for_flush = wait_for_flush
 
-    async def record(self, entry: AuditEntry) -> str:
-        """Write one row (its own transaction); returns the AuditEvent id. Raises on failure."""
-        event_id = uuid.uuid4().hex
-        row = {
-            "event_id": event_id,
+    async def record(self, entry: AuditEntry, body: bytes | None = None) -> list[str]:
+        """Write the request's audit rows (one transaction); returns the AuditEvent ids.
+        `body` is the answer: with no patient context, its resources' patients are recorded.
+        Raises when the rows cannot be written."""
+        entries = [entry]
+        if entry.patient is None and entry.status < 300 and body:
+            patients = await self._patients_in(body)
+            if patients:
+                entries = [replace(entry, patient=p) for p in patients]
+        rows = [self._row(e) for e in entries]
+        await self._db.execute_alone(_INSERT, rows, wait_for_flush=self._wait_for_flush)
+        return [r["event_id"] for r in rows]
+
+    async def _patients_in(self, body: bytes) -> list[str]:
+        """The ids of the Patients whose compartments hold the resources of an answer."""
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(parsed, dict):
+            return []
+        resources = [parsed]
+        if parsed.get("resourceType") == "Bundle":
+            resources = [e.get("resource") for e in parsed.get("entry", []) if isinstance(e, dict)]
+        keys = {
+            (r["resourceType"], r["id"])
+            for r in resources
+            if isinstance(r, dict)
+            and isinstance(r.get("id"), str)
+            and isinstance(r.get("resourceType"), str)
+        }
+        if not keys:
+            return []
+        c = resource_compartment.c
+        stmt = (
+            select(c.patient_id)
+            .where(tuple_(c.res_type, c.res_id).in_(sorted(keys)))
+            .distinct()
+            .order_by(c.patient_id)
+            .limit(_MAX_PATIENTS)
+        )
+        async with self._db.read() as conn:
+            return [row[0] for row in (await conn.execute(stmt)).all()]
+
+    def _row(self, entry: AuditEntry) -> dict[str, object]:
+        return {
+            "event_id": uuid.uuid4().hex,
             "recorded": datetime.now(UTC),
             "action": entry.action,
             "outcome": entry.outcome,
@@ -151,5 +200,3 @@ class AuditRecorder:
             "purpose": entry.purpose,
             "request_id": entry.request_id,
         }
-        await self._db.execute_alone(_INSERT, row, wait_for_flush=self._wait_for_flush)
-        return event_id

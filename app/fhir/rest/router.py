@@ -4,7 +4,8 @@ The FHIR API is its own small ASGI application (`FhirRouter`) rather than a set 
 routes: matching a path by segments and calling the handler directly costs a fraction of
 FastAPI's routing and dependency solving, which measured as most of a read's server time.
 Every route but /metadata authenticates before anything else happens, so an unauthenticated
-caller learns nothing (not even whether a resource type exists).
+caller learns nothing (not even whether a resource type exists), and every such request,
+answered or refused, is written to the audit log (app/audit) before its answer is sent.
 
 Handlers are thin: parse, call an interaction, frame the response. Adding a route here is the
 only way to make the server claim an interaction in /metadata.
@@ -309,7 +310,7 @@ class FhirRouter:
             status=response.status_code,
         )
         try:
-            await self._container().audit.record(entry)
+            await self._container().audit.record(entry, body=bytes(response.body))
         except Exception as exc:  # noqa: BLE001 - any failure to audit withholds the answer
             log.error("audit record not written", extra={"error": type(exc).__name__})
             return render_error(Unavailable("the audit record could not be written; retry later"))

@@ -66,7 +66,7 @@ async def main(reads: int, database_url: str | None, wait_for_flush: bool) -> No
         await _measure(client, path, headers, 200)  # warm-up
         audited = await _measure(client, path, headers, reads)
 
-        async def no_audit(entry):  # noqa: ANN001, ARG001
+        async def no_audit(entry, body=None):  # noqa: ANN001, ARG001
             return "none"
 
         container.audit.record = no_audit  # type: ignore[method-assign]

@@ -54,7 +54,7 @@ async def test_denials_are_audited(client, db, make_token, pid):
 
 
 async def test_no_audit_record_no_answer(client, container, pid, auth, monkeypatch):
-    async def broken(entry):
+    async def broken(entry, body=None):
         raise RuntimeError("audit table unwritable")
 
     monkeypatch.setattr(container.audit, "record", broken)

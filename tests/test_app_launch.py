@@ -359,3 +359,46 @@ async def test_concurrent_exchanges_of_one_code_give_one_token(client, world):
     got = await _code(client, authorize_params(challenge), world["me"])
     answers = await asyncio.gather(*(_exchange(client, got["code"], verifier) for _ in range(5)))
     assert sorted(r.status_code for r in answers) == [200, 400, 400, 400, 400]
+
+
+async def test_confidential_app_authenticates_with_an_assertion(client, container, world):
+    from app.auth.registry import Client
+    from tests.oauth import ASSERTION_TYPE, assertion, public_jwks, rsa_key
+
+    key = rsa_key()
+    await container.clients.add(
+        Client(
+            client_id="conf-app",
+            scopes=("launch/patient", "patient/*.rs"),
+            jwks=public_jwks(key),
+            redirect_uris=(REDIRECT,),
+        )
+    )
+    verifier, challenge = pkce()
+    params = authorize_params(challenge, client_id="conf-app", scope="launch/patient patient/*.rs")
+    got = await _code(client, params, world["me"])
+    # a client_id alone does not authenticate a confidential client
+    r = await _exchange(client, got["code"], verifier, client_id="conf-app")
+    assert r.json()["error"] == "invalid_client"
+    signed = {
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion(key, "conf-app"),
+    }
+    r = await _exchange(client, got["code"], verifier, client_id="conf-app", **signed)
+    assert r.status_code == 200, r.text
+    assert r.json()["patient"] == world["me"]
+
+
+async def test_launch_values_and_page_state_are_not_interchangeable(client, container, world):
+    """Both are signed by the server for the authorize endpoint; their typ keeps them apart."""
+    launch = issue_launch(container.keys, container.settings, patient=world["me"])
+    r = await client.post(
+        f"{AUTHORIZE_URL}/login", data={"flow": launch, "username": "dr", "password": PASSWORD}
+    )
+    assert r.status_code == 400 and "location" not in r.headers
+    _, challenge = pkce()
+    page = await client.get(AUTHORIZE_URL, params=authorize_params(challenge))
+    as_launch = authorize_params(challenge, launch=flow_value(page.text))
+    assert redirect_query(await client.get(AUTHORIZE_URL, params=as_launch))["error"] == (
+        "invalid_request"
+    )

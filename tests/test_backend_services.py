@@ -76,11 +76,13 @@ async def test_es384_client_by_jwks_url(client, container, ec, httpx_mock):
 
 
 async def test_granted_is_requested_intersect_registered(client, container, rsa):
-    await register_backend(container, "narrow", rsa, "system/Patient.rs system/Encounter.cruds")
+    await register_backend(
+        container, "narrow", rsa, "system/Patient.rs system/Encounter.cruds patient/*.rs"
+    )
     scope = "system/Patient.rs system/Observation.rs system/Encounter.r patient/*.rs"
     r = await _token(client, backend_form(assertion(rsa, "narrow"), scope=scope))
     assert r.status_code == 200
-    assert r.json()["scope"] == "system/Patient.rs system/Encounter.r"
+    assert r.json()["scope"] == "system/Patient.rs system/Encounter.r"  # never patient/ here
     r = await _token(client, backend_form(assertion(rsa, "narrow"), scope="system/*.rs"))
     assert r.status_code == 400 and r.json()["error"] == "invalid_scope"
     r = await _token(client, backend_form(assertion(rsa, "narrow"), scope=""))

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
+from app.auth.cors import CorsMiddleware
 from app.auth.web import router as auth_router
 from app.container import Container, build_container
 from app.errors import (
@@ -40,13 +41,14 @@ log = logging.getLogger("dxf.http")
 
 class DxfApp:
     """The ASGI application: the FHIR router answers under /fhir, FastAPI serves the rest
-    (discovery documents, the authorization server, health). One request-log middleware wraps
-    both."""
+    (discovery documents, the authorization server, health). One request-log middleware and
+    the CORS middleware (app/auth/cors.py) wrap both."""
 
     def __init__(self, api: FastAPI) -> None:
         self.api = api
         self.fhir = FhirRouter(lambda: api.state.container)
-        self._app = RequestLogMiddleware(self._dispatch)
+        cors = CorsMiddleware(self._dispatch, lambda: api.state.container.clients.origins())
+        self._app = RequestLogMiddleware(cors)
 
     @property
     def state(self) -> Any:

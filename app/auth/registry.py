@@ -22,6 +22,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from app.auth.cors import origin_of
 from app.auth.passwords import DUMMY_HASH, hash_password, verify_password
 from app.db import Database
 from app.store.tables import oauth_client, oauth_user
@@ -162,6 +163,14 @@ class ClientRegistry:
                 await conn.execute(select(oauth_client).order_by(oauth_client.c.client_id))
             ).all()
         return [_client(r) for r in rows]
+
+    async def origins(self) -> frozenset[str]:
+        """The web origins of enabled clients' redirect URIs (for CORS)."""
+        origins = set()
+        for client in await self.list():
+            if not client.disabled:
+                origins.update(o for o in map(origin_of, client.redirect_uris) if o)
+        return frozenset(origins)
 
     async def set_disabled(self, client_id: str, disabled: bool = True) -> bool:
         async with self._db.write() as conn:

@@ -96,7 +96,7 @@ def _statement(
     rest: dict[str, Any] = {
         "mode": "server",
         "security": {
-            "cors": False,
+            "cors": True,  # app/auth/cors.py
             "extension": [_oauth_uris(endpoints)],
             "service": [
                 {

@@ -16,6 +16,7 @@ from app.auth.policy import AccessPolicy, Principal
 from app.auth.registry import ClientRegistry, UserRegistry
 from app.auth.resource_server import Authenticator
 from app.auth.revocation import RevocationList
+from app.auth.throttle import LoginThrottle
 from app.auth.tokens import TokenValidator
 from app.db import Database
 from app.settings import Settings
@@ -37,6 +38,7 @@ class Container:
     authenticator: Authenticator = field(repr=False)
     tokens: TokenService = field(repr=False)
     audit: AuditRecorder = field(repr=False)
+    login_throttle: LoginThrottle = field(repr=False, default_factory=LoginThrottle)
     keys_created: bool = False
 
     async def authenticate(self, authorization: str | None) -> Principal:

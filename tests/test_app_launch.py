@@ -402,3 +402,34 @@ async def test_launch_values_and_page_state_are_not_interchangeable(client, cont
     assert redirect_query(await client.get(AUTHORIZE_URL, params=as_launch))["error"] == (
         "invalid_request"
     )
+
+
+async def test_repeated_wrong_passwords_lock_the_username(client, world):
+    _, challenge = pkce()
+    page = await client.get(AUTHORIZE_URL, params=authorize_params(challenge))
+    flow = flow_value(page.text)
+
+    def attempt(password):
+        data = {"flow": flow, "username": "dr", "password": password}
+        return client.post(f"{AUTHORIZE_URL}/login", data=data)
+
+    for _ in range(5):
+        assert (await attempt("wrong-password")).status_code == 401
+    locked = await attempt(PASSWORD)  # even the right password, while locked
+    assert locked.status_code == 429 and "Allow access?" not in locked.text
+
+
+def test_login_throttle_window():
+    from app.auth.throttle import LoginThrottle
+
+    now = [0.0]
+    throttle = LoginThrottle(max_failures=2, window_seconds=60, clock=lambda: now[0])
+    throttle.failed("Dr")
+    throttle.failed("dr")
+    assert throttle.blocked("DR") and not throttle.blocked("someone")
+    now[0] = 61
+    assert not throttle.blocked("dr")
+    throttle.failed("dr")
+    throttle.succeeded("dr")
+    throttle.failed("dr")
+    assert not throttle.blocked("dr")

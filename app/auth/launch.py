@@ -36,6 +36,7 @@ from app.auth.pages import PatientChoice, consent_page, error_page, login_page
 from app.auth.policy import AccessPolicy, ScopeGrant
 from app.auth.registry import ClientRegistry, UserRegistry
 from app.auth.scopes import mediate, parse_scope
+from app.auth.throttle import LoginThrottle
 from app.errors import FhirError
 from app.fhir.search.criteria import parse_criteria
 from app.settings import Settings
@@ -140,6 +141,7 @@ class AuthorizeFlow:
         users: UserRegistry,
         tokens: TokenService,
         repository: Callable[[AccessPolicy], FhirRepository],
+        throttle: LoginThrottle,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -148,6 +150,7 @@ class AuthorizeFlow:
         self._users = users
         self._tokens = tokens
         self._repository = repository
+        self._throttle = throttle
         self._clock = clock
         self._aud = settings.endpoint("authorize")
 
@@ -236,9 +239,15 @@ class AuthorizeFlow:
         flow = self._open(form)
         if flow is None or "username" in flow:
             return Page(400, error_page("the sign-in form expired; start again from the app"))
-        user = await self._users.authenticate(form.get("username", ""), form.get("password", ""))
+        username = form.get("username", "")
+        if self._throttle.blocked(username):
+            page = self._login(_strip(flow), "too many failed sign-ins; try again later")
+            return Page(429, page.html)
+        user = await self._users.authenticate(username, form.get("password", ""))
         if user is None:
+            self._throttle.failed(username)
             return self._login(_strip(flow), "wrong username or password")
+        self._throttle.succeeded(username)
         flow = {**_strip(flow), "username": user.username}
         if user.fhir_user:
             flow["fhir_user"] = user.fhir_user

@@ -173,6 +173,7 @@ def _flow(container: Container) -> AuthorizeFlow:
         users=container.users,
         tokens=container.tokens,
         repository=container.repository,
+        throttle=container.login_throttle,
     )
 
 

@@ -113,7 +113,7 @@ def _auth_commands(sub: Any) -> None:
     ksub.add_parser("rotate", help="add a new signing key; old keys keep verifying")
     ksub.add_parser("list", help="list key ids, the signing one first")
     retire = ksub.add_parser("retire", help="remove an old key (after its tokens expired)")
-    retire.add_argument("--kid", required=True)
+    retire.add_argument("--kid", required=True, help="write --kid=KID: key ids may begin with -")
 
     launch = sub.add_parser("launch", help="print an EHR launch value for a patient context")
     launch.add_argument("--patient", required=True, help="the Patient id the EHR has open")

@@ -175,8 +175,8 @@ def test_key_rotation(tmp_path, monkeypatch, capsys):
     assert validator(new_keys).authenticate(f"Bearer {old_token}").scopes == ("x",)
     new_token = issue_token(new_keys, issuer="https://i", audience="https://a", scope="y")
     assert new_token.split(".")[0] != old_token.split(".")[0]  # a different kid in the header
-    assert main(["keys", "retire", "--kid", new_keys.kid]) == 2  # never the current key
-    assert main(["keys", "retire", "--kid", old_keys.kid]) == 0
+    assert main(["keys", "retire", f"--kid={new_keys.kid}"]) == 2  # never the current key
+    assert main(["keys", "retire", f"--kid={old_keys.kid}"]) == 0  # kids may start with -
     retired, _ = load_or_create_signing_keys(path)
     with pytest.raises(Unauthenticated):
         validator(retired).authenticate(f"Bearer {old_token}")

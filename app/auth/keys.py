@@ -5,7 +5,7 @@ with it; its public half is published at `/.well-known/jwks.json`.
 
 Rotation (`dxf-bridge keys rotate`): a new key is put first in the file, so it signs from the
 next start on, and the old keys stay to verify the tokens they signed until those expire; then
-`dxf-bridge keys retire --kid OLD` removes one. The server reads the file at start.
+`dxf-bridge keys retire --kid=OLD` removes one. The server reads the file at start.
 """
 
 from __future__ import annotations

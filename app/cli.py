@@ -1,12 +1,17 @@
-"""The `dxf-bridge` command: serve, migrate, token, mllp, ingest-hl7, hl7."""
+"""The `dxf-bridge` command: serve, migrate, analyze, token, mllp, ingest-hl7, hl7, clients,
+users, launch, keys."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
+import json
 import os
 import shutil
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from app.settings import Settings
 
@@ -60,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="every message in status error (and received ones left by a crash)",
     )
+    _auth_commands(sub)
 
     args = parser.parse_args(argv)
     settings = Settings()
@@ -68,8 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = settings.model_copy(update={"mllp_enabled": True})
         return _serve(settings, args.host, args.port, args.workers)
     if args.command in ("mllp", "ingest-hl7", "hl7"):
-        import asyncio
-
         from app.hl7 import commands
 
         return asyncio.run(commands.run(settings, args))
@@ -87,7 +91,149 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "token":
         return _token(settings, args)
+    if args.command in ("clients", "users"):
+        return asyncio.run(_registry(settings, args))
+    if args.command == "launch":
+        return _launch(settings, args)
+    if args.command == "keys":
+        return _keys(settings, args)
     return 2
+
+
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from app.auth.keys import load_or_create_signing_keys, retire_signing_key, rotate_signing_keys
+
+    path = settings.signing_key_file
+    try:
+        if args.action == "rotate":
+            kid = rotate_signing_keys(path)
+            print(f"new signing key {kid}; restart the server to sign with it")
+        elif args.action == "retire":
+            retire_signing_key(path, args.kid)
+            print(f"key {args.kid} retired; restart the server")
+        else:
+            keys, _ = load_or_create_signing_keys(path)
+            for key in keys.keyset.keys:
+                print(key.kid)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _auth_commands(sub: Any) -> None:
+    clients = sub.add_parser("clients", help="register SMART clients (apps, backend services)")
+    csub = clients.add_subparsers(dest="action", required=True)
+    add = csub.add_parser("add", help="register a client")
+    add.add_argument("--client-id", required=True)
+    add.add_argument(
+        "--scope", required=True, help='the scopes it may be granted, e.g. "system/*.rs"'
+    )
+    key_source = add.add_mutually_exclusive_group()
+    key_source.add_argument(
+        "--jwks-file", help="its public keys, a JWKS file (confidential clients)"
+    )
+    key_source.add_argument("--jwks-url", help="where it publishes its JWKS (https)")
+    add.add_argument(
+        "--redirect-uri", action="append", default=[], help="an app-launch redirect URI (repeat)"
+    )
+    add.add_argument("--public", action="store_true", help="a public app (PKCE, no keys)")
+    csub.add_parser("list", help="list registered clients")
+    disable = csub.add_parser("disable", help="refuse a client from now on")
+    disable.add_argument("--client-id", required=True)
+    enable = csub.add_parser("enable", help="accept a disabled client again")
+    enable.add_argument("--client-id", required=True)
+
+    users = sub.add_parser("users", help="people who sign in at app launch")
+    usub = users.add_subparsers(dest="action", required=True)
+    uadd = usub.add_parser(
+        "add", help="add a user; the password is read from stdin, or prompted for on a terminal"
+    )
+    uadd.add_argument("--username", required=True)
+    uadd.add_argument("--fhir-user", help="the user's FHIR resource, e.g. Practitioner/123")
+
+    keys = sub.add_parser("keys", help="rotate the server's signing key")
+    ksub = keys.add_subparsers(dest="action", required=True)
+    ksub.add_parser("rotate", help="add a new signing key; old keys keep verifying")
+    ksub.add_parser("list", help="list key ids, the signing one first")
+    retire = ksub.add_parser("retire", help="remove an old key (after its tokens expired)")
+    retire.add_argument("--kid", required=True, help="write --kid=KID: key ids may begin with -")
+
+    launch = sub.add_parser("launch", help="print an EHR launch value for a patient context")
+    launch.add_argument("--patient", required=True, help="the Patient id the EHR has open")
+    launch.add_argument("--encounter", help="the Encounter id in context")
+    launch.add_argument("--ttl", type=int, default=300, help="lifetime in seconds (default 300)")
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Password (again): "):
+        raise ValueError("the passwords do not match")
+    return first
+
+
+async def _registry(settings: Settings, args: argparse.Namespace) -> int:
+    from app.auth.registry import Client, ClientRegistry, UserRegistry
+    from app.db import Database
+
+    db = Database(settings.database_url, pool_size=1)
+    try:
+        if args.command == "users":
+            await UserRegistry(db).add(args.username, _read_password(), args.fhir_user)
+            print(f"user {args.username} added")
+            return 0
+        registry = ClientRegistry(db)
+        if args.action == "add":
+            jwks = None
+            if args.jwks_file:
+                with open(args.jwks_file, encoding="utf-8") as fh:
+                    jwks = json.load(fh)
+            await registry.add(
+                Client(
+                    client_id=args.client_id,
+                    scopes=tuple(args.scope.split()),
+                    jwks=jwks,
+                    jwks_url=args.jwks_url,
+                    redirect_uris=tuple(args.redirect_uri),
+                    public=args.public,
+                )
+            )
+            print(f"client {args.client_id} registered")
+        elif args.action == "list":
+            for c in await registry.list():
+                keys = c.jwks_url or ("inline JWKS" if c.jwks else "public")
+                state = "disabled" if c.disabled else "enabled"
+                print(f"{c.client_id}\t{state}\t{keys}\t{' '.join(c.scopes)}")
+        else:
+            disabled = args.action == "disable"
+            if not await registry.set_disabled(args.client_id, disabled):
+                print(f"no client {args.client_id!r}", file=sys.stderr)
+                return 1
+            print(f"client {args.client_id} {args.action}d")
+        return 0
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await db.dispose()
+
+
+def _launch(settings: Settings, args: argparse.Namespace) -> int:
+    from app.auth.keys import load_or_create_signing_keys
+    from app.auth.launch import issue_launch
+
+    if not 0 < args.ttl <= 3600:
+        print("--ttl must be between 1 and 3600 seconds", file=sys.stderr)
+        return 2
+    keys, _ = load_or_create_signing_keys(settings.signing_key_file)
+    print(
+        issue_launch(
+            keys, settings, patient=args.patient, encounter=args.encounter, ttl_seconds=args.ttl
+        )
+    )
+    return 0
 
 
 def _safe_url(url: str) -> str:

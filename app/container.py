@@ -5,8 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import httpx
+
+from app.audit.recorder import AuditRecorder
+from app.auth.assertions import AssertionVerifier
+from app.auth.external import ExternalTokenValidator
+from app.auth.grants import TokenService
+from app.auth.jwks import JwksCache
 from app.auth.keys import SigningKeys, load_or_create_signing_keys
-from app.auth.policy import AccessPolicy
+from app.auth.policy import AccessPolicy, Principal
+from app.auth.registry import ClientRegistry, UserRegistry
+from app.auth.resource_server import Authenticator
+from app.auth.revocation import RevocationList
+from app.auth.throttle import LoginThrottle
 from app.auth.tokens import TokenValidator
 from app.db import Database
 from app.settings import Settings
@@ -24,6 +35,14 @@ class Container:
     db: Database
     keys: SigningKeys
     validator: TokenValidator
+    http: httpx.AsyncClient = field(repr=False)
+    clients: ClientRegistry = field(repr=False)
+    users: UserRegistry = field(repr=False)
+    revocations: RevocationList = field(repr=False)
+    authenticator: Authenticator = field(repr=False)
+    tokens: TokenService = field(repr=False)
+    audit: AuditRecorder = field(repr=False)
+    login_throttle: LoginThrottle = field(repr=False, default_factory=LoginThrottle)
     keys_created: bool = False
     _hl7: Hl7Service | None = field(default=None, repr=False)
 
@@ -35,24 +54,89 @@ class Container:
             self._hl7 = Hl7Service(self.db, self.settings)
         return self._hl7
 
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The FHIR API's caller, from the Authorization header (401 when not valid)."""
+        return await self.authenticator.authenticate(authorization)
+
     def repository(self, policy: AccessPolicy) -> FhirRepository:
         return FhirRepository(self.db, policy=policy, base_url=self.settings.fhir_base_url)
 
     async def close(self) -> None:
+        await self.http.aclose()
         await self.db.dispose()
 
 
-def build_container(settings: Settings) -> Container:
+def build_container(settings: Settings, *, db: Database | None = None) -> Container:
+    """Everything long-lived, from settings; `db` lets tests share one Database."""
     keys, created = load_or_create_signing_keys(settings.signing_key_file)
-    db = Database(
-        settings.database_url,
-        pool_size=settings.db_pool_size,
-        sqlite_synchronous=settings.sqlite_synchronous,
-    )
+    if db is None:
+        db = Database(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            sqlite_synchronous=settings.sqlite_synchronous,
+        )
     validator = TokenValidator(
         keys,
         issuer=settings.issuer,
         audience=settings.fhir_base_url,
         leeway_seconds=settings.token_leeway_seconds,
     )
-    return Container(settings=settings, db=db, keys=keys, validator=validator, keys_created=created)
+    return _wire(settings, db=db, keys=keys, validator=validator, keys_created=created)
+
+
+def _wire(
+    settings: Settings,
+    *,
+    db: Database,
+    keys: SigningKeys,
+    validator: TokenValidator,
+    keys_created: bool = False,
+) -> Container:
+    """Build the authorization server and audit parts over a database and keys."""
+    http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
+    clients = ClientRegistry(db)
+    revocations = RevocationList(db, poll_seconds=settings.revocation_poll_seconds)
+    jwks = JwksCache(
+        http,
+        cache_seconds=settings.jwks_cache_seconds,
+        refetch_interval_seconds=settings.jwks_refetch_interval_seconds,
+    )
+    verifier = AssertionVerifier(
+        db=db,
+        clients=clients,
+        jwks=jwks,
+        token_endpoint=settings.endpoint("token"),
+        leeway_seconds=settings.token_leeway_seconds,
+    )
+    external = None
+    if settings.external_issuer and settings.external_jwks_url:
+        external = ExternalTokenValidator(
+            jwks,
+            issuer=settings.external_issuer,
+            jwks_url=settings.external_jwks_url,
+            audience=settings.fhir_base_url,
+            leeway_seconds=settings.token_leeway_seconds,
+        )
+    tokens = TokenService(
+        settings=settings,
+        keys=keys,
+        db=db,
+        clients=clients,
+        verifier=verifier,
+        validator=validator,
+        revocations=revocations,
+    )
+    return Container(
+        settings=settings,
+        db=db,
+        keys=keys,
+        validator=validator,
+        http=http,
+        clients=clients,
+        users=UserRegistry(db),
+        revocations=revocations,
+        authenticator=Authenticator(validator, revocations, external),
+        tokens=tokens,
+        audit=AuditRecorder(db, wait_for_flush=settings.audit_wait_for_flush),
+        keys_created=keys_created,
+    )

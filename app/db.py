@@ -210,6 +210,47 @@ class Database:
             if self._point_reader is None:
                 self._point_reader = _open_point_reader(self._point_path)
             return statement.run_sqlite(self._point_reader, params).first()
+        pool = await self._pool()
+        record = await pool.fetchrow(
+            statement.pg_sql, *[params[name] for name in statement.pg_param_names]
+        )
+        if record is None:
+            return None
+        row = tuple(record)
+        return statement.row_type(*row) if statement.row_type else row
+
+    async def execute_alone(
+        self,
+        statement: Prepared,
+        params: dict[str, Any] | list[dict[str, Any]],
+        *,
+        wait_for_flush: bool = True,
+    ) -> None:
+        """Run one write statement (for a list of parameter sets: once per set) as its own
+        transaction, committed when this returns.
+
+        On PostgreSQL this runs on the point pool: one round trip (autocommit), or, with
+        `wait_for_flush=False`, a transaction with `synchronous_commit = off` (the commit does
+        not wait for the WAL flush: a database crash can lose the last fraction of a second of
+        such rows). On SQLite it is a `write()` transaction; durability follows
+        `DXF_SQLITE_SYNCHRONOUS`.
+        """
+        if self.is_sqlite:
+            async with self.write() as conn:
+                await conn.execute(statement, params)
+            return
+        pool = await self._pool()
+        names = statement.pg_param_names
+        rows = [[p[n] for n in names] for p in (params if isinstance(params, list) else [params])]
+        if wait_for_flush and len(rows) == 1:
+            await pool.execute(statement.pg_sql, *rows[0])
+            return
+        async with pool.acquire() as conn, conn.transaction():
+            if not wait_for_flush:
+                await conn.execute("SET LOCAL synchronous_commit = off")
+            await conn.executemany(statement.pg_sql, rows)
+
+    async def _pool(self) -> asyncpg.Pool:
         if self._point_pool is None:
             async with self._point_pool_lock:
                 if self._point_pool is None:
@@ -219,13 +260,7 @@ class Database:
                         max_size=self._point_pool_size,
                         init=_install_raw_jsonb,
                     )
-        record = await self._point_pool.fetchrow(
-            statement.pg_sql, *[params[name] for name in statement.pg_param_names]
-        )
-        if record is None:
-            return None
-        row = tuple(record)
-        return statement.row_type(*row) if statement.row_type else row
+        return self._point_pool
 
     async def _begin_immediate(self, conn: Connection) -> Any:
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS

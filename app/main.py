@@ -17,6 +17,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
+from app.auth.cors import CorsMiddleware
+from app.auth.web import router as auth_router
 from app.container import Container, build_container
 from app.errors import (
     FhirError,
@@ -42,12 +44,14 @@ log = logging.getLogger("dxf.http")
 
 class DxfApp:
     """The ASGI application: the FHIR router answers under /fhir, FastAPI serves the rest
-    (discovery documents, health). One request-log middleware wraps both."""
+    (discovery documents, the authorization server, health). One request-log middleware and
+    the CORS middleware (app/auth/cors.py) wrap both."""
 
     def __init__(self, api: FastAPI) -> None:
         self.api = api
         self.fhir = FhirRouter(lambda: api.state.container)
-        self._app = RequestLogMiddleware(self._dispatch)
+        cors = CorsMiddleware(self._dispatch, lambda: api.state.container.clients.origins())
+        self._app = RequestLogMiddleware(cors)
 
     @property
     def state(self) -> Any:
@@ -58,7 +62,9 @@ class DxfApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and (path == "/fhir" or path.startswith("/fhir/")):
+        if path.startswith("/fhir/.well-known/"):
+            await self.api(scope, receive, send)  # SMART discovery, served without a token
+        elif scope["type"] == "http" and (path == "/fhir" or path.startswith("/fhir/")):
             await self.fhir(scope, receive, send)
         else:
             await self.api(scope, receive, send)
@@ -129,7 +135,7 @@ def create_app(settings: Settings, container: Container | None = None) -> DxfApp
         Needs a token whose system/user scopes let it create and update every type the
         mapping writes."""
         container = request.app.state.container
-        principal = container.validator.authenticate(request.headers.get("authorization"))
+        principal = await container.authenticate(request.headers.get("authorization"))
         for rtype in WRITTEN_TYPES:
             for perm in ("c", "u"):
                 if principal.policy.restriction(rtype, perm) is not None:
@@ -145,6 +151,7 @@ def create_app(settings: Settings, container: Container | None = None) -> DxfApp
             content=result.ack_bytes, status_code=200, media_type="x-application/hl7-v2+er7"
         )
 
+    app.include_router(auth_router)
     _install_error_handlers(app)
     return DxfApp(app)
 

@@ -33,6 +33,17 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # SMART authorization server (app/auth/): lifetimes, client JWKS caching, revocation
+    backend_token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    app_token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+    refresh_token_ttl_seconds: int = Field(default=90 * 86400, ge=3600)
+    auth_code_ttl_seconds: int = Field(default=60, ge=10, le=600)
+    jwks_cache_seconds: int = Field(default=300, ge=0, le=86400)
+    jwks_refetch_interval_seconds: int = Field(default=60, ge=1, le=3600)
+    revocation_poll_seconds: float = Field(default=2.0, ge=0, le=300)
+    audit_wait_for_flush: bool = True
+    external_issuer: str | None = None
+    external_jwks_url: str | None = None
 
     # HL7v2 ingestion (app/hl7): the MLLP listener, POST /hl7v2 and `dxf-bridge ingest-hl7`
     mllp_enabled: bool = False
@@ -94,6 +105,16 @@ class Settings(BaseSettings):
             raise ValueError("DXF_DEFAULT_PAGE_SIZE may not exceed DXF_MAX_PAGE_SIZE")
         return self
 
+    @model_validator(mode="after")
+    def _external_issuer(self) -> Settings:
+        if bool(self.external_issuer) != bool(self.external_jwks_url):
+            raise ValueError("DXF_EXTERNAL_ISSUER and DXF_EXTERNAL_JWKS_URL go together")
+        if self.external_jwks_url and not self.external_jwks_url.startswith("https://"):
+            raise ValueError("DXF_EXTERNAL_JWKS_URL must be an https URL")
+        if self.external_issuer and self.external_issuer.rstrip("/") == self.issuer:
+            raise ValueError("DXF_EXTERNAL_ISSUER must differ from this server's own issuer")
+        return self
+
     @property
     def fhir_base_url(self) -> str:
         """The FHIR base: also the `aud` every access token must carry."""
@@ -102,6 +123,10 @@ class Settings(BaseSettings):
     @property
     def issuer(self) -> str:
         return (self.token_issuer or self.base_url).rstrip("/")
+
+    def endpoint(self, name: str) -> str:
+        """An authorization-server endpoint: `token`, `authorize`, `introspect`, `revoke`."""
+        return f"{self.base_url}/auth/{name}"
 
     @property
     def is_sqlite(self) -> bool:

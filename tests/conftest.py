@@ -83,10 +83,10 @@ def settings(db: Database, key_file: Path) -> Settings:
 
 
 @pytest.fixture
-def container(settings: Settings, db: Database) -> Container:
-    built = build_container(settings)
-    built.db = db  # share the session's engines (and their event loop)
-    return built
+async def container(settings: Settings, db: Database) -> AsyncIterator[Container]:
+    built = build_container(settings, db=db)  # share the session's engines (and event loop)
+    yield built
+    await built.http.aclose()
 
 
 @pytest.fixture

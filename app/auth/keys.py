@@ -1,7 +1,11 @@
 """The server's signing key: a private JWK set on disk, created with mode 0600 when absent.
 
-Access tokens the server issues (`dxf-bridge token`, and the authorization server that will
-plug in here) are signed with it; its public half is published at `/.well-known/jwks.json`.
+Access tokens the server issues (`dxf-bridge token` and the authorization server) are signed
+with it; its public half is published at `/.well-known/jwks.json`.
+
+Rotation (`dxf-bridge keys rotate`): a new key is put first in the file, so it signs from the
+next start on, and the old keys stay to verify the tokens they signed until those expire; then
+`dxf-bridge keys retire --kid=OLD` removes one. The server reads the file at start.
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ from typing import Any
 
 from joserfc.jwk import KeySet, RSAKey
 
-__all__ = ["SIGNING_ALGORITHMS", "SigningKeys", "load_or_create_signing_keys"]
+__all__ = [
+    "SIGNING_ALGORITHMS",
+    "SigningKeys",
+    "load_or_create_signing_keys",
+    "retire_signing_key",
+    "rotate_signing_keys",
+]
 
 # The only algorithms the server signs with or accepts for its own tokens.
 SIGNING_ALGORITHMS: tuple[str, ...] = ("RS256",)
@@ -75,3 +85,36 @@ def load_or_create_signing_keys(path: Path) -> tuple[SigningKeys, bool]:
         )
     keyset = KeySet.import_key_set(json.loads(path.read_text()))
     return SigningKeys(keyset), created
+
+
+def _replace(path: Path, data: dict[str, Any]) -> None:
+    """Write the whole key set to a new 0600 file, then rename it over the old one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.rotate")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(json.dumps(data).encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def rotate_signing_keys(path: Path) -> str:
+    """Add a new signing key in front of the existing ones; returns its kid."""
+    keys, _ = load_or_create_signing_keys(path)
+    new = _generate()["keys"][0]
+    _replace(path, {"keys": [new, *(k.as_dict(private=True) for k in keys.keyset.keys)]})
+    return str(new["kid"])
+
+
+def retire_signing_key(path: Path, kid: str) -> None:
+    """Remove an old key. The current (first) key cannot be retired."""
+    keys, _ = load_or_create_signing_keys(path)
+    if kid == keys.kid:
+        raise ValueError("that is the current signing key; rotate first")
+    remaining = [k.as_dict(private=True) for k in keys.keyset.keys if str(k.kid) != kid]
+    if len(remaining) == len(keys.keyset.keys):
+        raise ValueError(f"no key with kid {kid!r}")
+    _replace(path, {"keys": remaining})

@@ -14,6 +14,7 @@ from app.errors import Forbidden
 __all__ = ["ALL", "AccessPolicy", "Principal", "ScopeGrant"]
 
 ALL = "*"
+AUDIT_EVENT = "AuditEvent"  # served read-only from the audit log (app/audit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class AccessPolicy:
         Raises Forbidden when no grant covers the request. Patient-context grants count only
         when the token carries a `patient` launch context.
         """
+        if resource_type == AUDIT_EVENT and permission in ("c", "u", "d"):
+            raise Forbidden("AuditEvents are recorded by the server; no client may write one")
         confined = False
         for grant in self.grants:
             if not grant.covers(resource_type, permission):

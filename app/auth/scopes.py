@@ -17,7 +17,7 @@ import re
 
 from app.auth.policy import ALL, AccessPolicy, ScopeGrant
 
-__all__ = ["parse_scope", "policy_from_scopes"]
+__all__ = ["mediate", "parse_scope", "policy_from_scopes"]
 
 _CLINICAL = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.([a-z*]+)(\?.*)?$")
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
@@ -55,3 +55,26 @@ def _in_order(perms: str) -> bool:
 def policy_from_scopes(scopes: list[str] | tuple[str, ...], patient: str | None) -> AccessPolicy:
     grants = tuple(g for g in (parse_scope(s) for s in scopes) if g is not None)
     return AccessPolicy(grants=grants, patient=patient)
+
+
+def _covers(registered: str, requested: str) -> bool:
+    if registered == requested:
+        return True
+    have, want = parse_scope(registered), parse_scope(requested)
+    if have is None or want is None or have.context != want.context:
+        return False
+    if have.resource_type not in (ALL, want.resource_type):
+        return False
+    return want.permissions <= have.permissions
+
+
+def mediate(requested: list[str] | tuple[str, ...], registered: tuple[str, ...]) -> list[str]:
+    """The requested scopes the client is registered for (requested ∩ registered), in request
+    order. A clinical scope is covered by a registered one of the same context whose type is
+    the same or `*` and whose permissions include it (`system/*.rs` covers `system/Patient.r`);
+    any other scope must be registered exactly."""
+    granted: list[str] = []
+    for scope in requested:
+        if scope not in granted and any(_covers(reg, scope) for reg in registered):
+            granted.append(scope)
+    return granted

@@ -16,13 +16,20 @@ from typing import Any
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 
 from app.auth.keys import SIGNING_ALGORITHMS, SigningKeys
 from app.auth.policy import Principal
 from app.auth.scopes import policy_from_scopes
 from app.errors import Unauthenticated
 
-__all__ = ["MAX_TOKEN_BYTES", "TokenValidator", "issue_token"]
+__all__ = [
+    "MAX_TOKEN_BYTES",
+    "TokenValidator",
+    "bearer_token",
+    "decode_access_token",
+    "issue_token",
+]
 
 MAX_TOKEN_BYTES = 8192
 _CACHE_SIZE = 4096
@@ -80,16 +87,7 @@ class TokenValidator:
 
     def authenticate(self, authorization: str | None) -> Principal:
         """`Authorization` header value -> Principal, or Unauthenticated (401)."""
-        if not authorization:
-            raise Unauthenticated(
-                "an access token is required (Authorization: Bearer ...)", error=""
-            )
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("the Authorization header must carry a Bearer token")
-        if len(token) > MAX_TOKEN_BYTES:
-            raise Unauthenticated("the access token is too large")
+        token = bearer_token(authorization)
         now = int(self._clock())
         cached = self._cache.get(token)
         if cached is not None:
@@ -97,48 +95,83 @@ class TokenValidator:
                 self._cache.move_to_end(token)
                 return cached
             del self._cache[token]
-        principal = self._validate(token, now)
+        principal = decode_access_token(
+            token,
+            self._keys.keyset,
+            algorithms=SIGNING_ALGORITHMS,
+            kids=self._kids,
+            issuer=self._issuer,
+            audience=self._audience,
+            leeway=self._leeway,
+            now=now,
+        )
         self._cache[token] = principal
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
         return principal
 
-    def _validate(self, token: str, now: int) -> Principal:
-        try:
-            header = jws.extract_compact(token.encode("ascii")).headers()
-            kid = header.get("kid")
-            if not isinstance(kid, str) or kid not in self._kids:
-                raise Unauthenticated("the access token is not signed by a key this server knows")
-            decoded = jwt.decode(token, self._keys.keyset, algorithms=list(SIGNING_ALGORITHMS))
-            registry = jwt.JWTClaimsRegistry(
-                now=now,
-                leeway=self._leeway,
-                iss={"essential": True, "value": self._issuer},
-                aud={"essential": True, "value": self._audience},
-                exp={"essential": True},
-                sub={"essential": True},
-            )
-            registry.validate(decoded.claims)
-        except Unauthenticated:
-            raise
-        except (JoseError, ValueError, UnicodeError) as exc:
-            raise Unauthenticated(f"the access token is not valid ({_reason(exc)})") from None
-        claims = decoded.claims
-        scope = claims.get("scope", "")
-        if not isinstance(scope, str):
-            raise Unauthenticated("the access token's scope claim must be a string")
-        patient = claims.get("patient")
-        if patient is not None and not isinstance(patient, str):
-            raise Unauthenticated("the access token's patient claim must be a string")
-        scopes = tuple(scope.split())
-        return Principal(
-            subject=str(claims["sub"]),
-            client_id=str(claims.get("client_id", claims["sub"])),
-            scopes=scopes,
-            policy=policy_from_scopes(scopes, patient),
-            expires_at=int(claims["exp"]),
-            claims=dict(claims),
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer` header, refused (401) when absent or too large."""
+    if not authorization:
+        raise Unauthenticated("an access token is required (Authorization: Bearer ...)", error="")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("the Authorization header must carry a Bearer token")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise Unauthenticated("the access token is too large")
+    return token
+
+
+def decode_access_token(
+    token: str,
+    keyset: KeySet,
+    *,
+    algorithms: tuple[str, ...],
+    kids: set[str] | frozenset[str],
+    issuer: str,
+    audience: str,
+    leeway: int,
+    now: int,
+) -> Principal:
+    """Verify a JWT access token against `keyset` with a fixed algorithm list, then check
+    `iss`, `aud`, `exp` (required), `nbf`, `iat` and `sub` explicitly."""
+    try:
+        header = jws.extract_compact(token.encode("ascii")).headers()
+        kid = header.get("kid")
+        if not isinstance(kid, str) or kid not in kids:
+            raise Unauthenticated("the access token is not signed by a key this server knows")
+        decoded = jwt.decode(token, keyset, algorithms=list(algorithms))
+        registry = jwt.JWTClaimsRegistry(
+            now=now,
+            leeway=leeway,
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            exp={"essential": True},
+            sub={"essential": True},
         )
+        registry.validate(decoded.claims)
+    except Unauthenticated:
+        raise
+    except (JoseError, ValueError, UnicodeError) as exc:
+        raise Unauthenticated(f"the access token is not valid ({_reason(exc)})") from None
+    claims = decoded.claims
+    scope = claims.get("scope", "")
+    if not isinstance(scope, str):
+        raise Unauthenticated("the access token's scope claim must be a string")
+    patient = claims.get("patient")
+    if patient is not None and not isinstance(patient, str):
+        raise Unauthenticated("the access token's patient claim must be a string")
+    scopes = tuple(scope.split())
+    return Principal(
+        subject=str(claims["sub"]),
+        client_id=str(claims.get("client_id", claims["sub"])),
+        scopes=scopes,
+        policy=policy_from_scopes(scopes, patient),
+        expires_at=int(claims["exp"]),
+        claims=dict(claims),
+    )
 
 
 def _reason(exc: Exception) -> str:

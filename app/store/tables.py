@@ -10,6 +10,13 @@
     resource_compartment  Patient compartment membership (who may see a resource)
     conditional_key       unique (type, criteria hash): makes conditional create race-free
     hl7_message           the HL7v2 journal: raw bytes, sender, control id, hash, status, ACK
+    oauth_client          SMART clients registered with the authorization server
+    oauth_user            people who log in at app launch (password hashed with scrypt)
+    oauth_assertion_jti   client-assertion ids already used (replay defence), until they expire
+    oauth_code            authorization codes (hashed), single use
+    oauth_refresh         refresh tokens (hashed), rotated on every use
+    oauth_revoked         ids (jti) of revoked access tokens, until they expire
+    audit_event           one row per FHIR access or denial, served as AuditEvent
 
 The small key-only tables are WITHOUT ROWID on SQLite: the row lives in the key's b-tree, so a
 write touches one structure fewer. (Not `resource`: its rows are large, which SQLite advises
@@ -45,9 +52,16 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = [
     "RawJson",
+    "audit_event",
     "conditional_key",
     "hl7_message",
     "metadata",
+    "oauth_assertion_jti",
+    "oauth_client",
+    "oauth_code",
+    "oauth_refresh",
+    "oauth_revoked",
+    "oauth_user",
     "resource",
     "resource_compartment",
     "resource_history",
@@ -233,4 +247,98 @@ hl7_message = Table(
     Column("processed_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("sender", "control_id", "sha256"),
     Index(None, "status", "id"),
+)
+
+
+# ---- SMART authorization server (app/auth/) and audit (app/audit/) ---------------------------
+# Secrets (codes, refresh tokens) are stored as SHA-256 hashes, never as issued.
+
+oauth_client = Table(
+    "oauth_client",
+    metadata,
+    Column("client_id", String(128), primary_key=True),
+    Column("scope", Text, nullable=False),
+    Column("jwks", Text, nullable=True),
+    Column("jwks_url", Text, nullable=True),
+    Column("redirect_uris", Text, nullable=False),
+    Column("public", Boolean, nullable=False),
+    Column("disabled", Boolean, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+oauth_user = Table(
+    "oauth_user",
+    metadata,
+    Column("username", String(128), primary_key=True),
+    Column("password_hash", Text, nullable=False),
+    Column("fhir_user", String(200), nullable=True),
+    Column("disabled", Boolean, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+oauth_assertion_jti = Table(
+    "oauth_assertion_jti",
+    metadata,
+    Column("client_id", String(128), primary_key=True),
+    Column("jti", String(256), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index(None, "expires_at"),
+    sqlite_with_rowid=False,
+)
+
+oauth_code = Table(
+    "oauth_code",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(128), nullable=False),
+    Column("grant", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used", Boolean, nullable=False),
+    Index(None, "expires_at"),
+)
+
+oauth_refresh = Table(
+    "oauth_refresh",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("family", String(64), nullable=False),
+    Column("client_id", String(128), nullable=False),
+    Column("grant", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked", Boolean, nullable=False),
+    Index(None, "family"),
+    Index(None, "expires_at"),
+)
+
+oauth_revoked = Table(
+    "oauth_revoked",
+    metadata,
+    Column("seq", _Id, primary_key=True, autoincrement=True),
+    Column("jti", String(256), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("jti"),
+    Index(None, "expires_at"),
+)
+
+audit_event = Table(
+    "audit_event",
+    metadata,
+    Column("seq", _Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False),
+    Column("recorded", DateTime(timezone=True), nullable=False),
+    Column("action", String(1), nullable=False),
+    Column("outcome", String(2), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("interaction", String(32), nullable=False),
+    Column("client_id", String(128), nullable=True),
+    Column("subject", String(200), nullable=True),
+    Column("patient", String(64), nullable=True),
+    Column("res_type", String(64), nullable=True),
+    Column("res_id", String(64), nullable=True),
+    Column("search_params", Text, nullable=True),
+    Column("purpose", String(200), nullable=True),
+    Column("request_id", String(32), nullable=True),
+    UniqueConstraint("event_id"),
+    Index(None, "recorded"),
+    Index(None, "patient", "seq"),
 )

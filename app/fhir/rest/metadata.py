@@ -13,6 +13,8 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from app import __version__
+from app.audit.api import AUDIT_TYPE
+from app.audit.api import SEARCH_PARAMS as AUDIT_SEARCH_PARAMS
 from app.fhir.models import RESOURCE_TYPES
 from app.fhir.search.criteria import search_params
 from app.settings import Settings
@@ -57,12 +59,26 @@ def capability_statement(routes: Iterable[_Route], settings: Settings) -> dict[s
     routes = list(routes)
     served = frozenset((r.interaction, r.level) for r in routes if r.interaction)
     operations = frozenset(r.operation for r in routes if r.operation)
-    return _statement(served, operations, settings.fhir_base_url)
+    endpoints = tuple(
+        (n, settings.endpoint(n)) for n in ("authorize", "token", "introspect", "revoke")
+    )
+    return _statement(served, operations, settings.fhir_base_url, endpoints)
+
+
+def _oauth_uris(endpoints: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """The SMART oauth-uris extension: the same endpoints as /.well-known/smart-configuration."""
+    return {
+        "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+        "extension": [{"url": name, "valueUri": uri} for name, uri in endpoints],
+    }
 
 
 @lru_cache(maxsize=8)
 def _statement(
-    served: frozenset[tuple[str, str]], operations: frozenset[str], fhir_base: str
+    served: frozenset[tuple[str, str]],
+    operations: frozenset[str],
+    fhir_base: str,
+    endpoints: tuple[tuple[str, str], ...],
 ) -> dict[str, Any]:
     codes = {code for code, _ in served}
     type_codes = [c for c in _TYPE_ORDER if any((c, lvl) in served for lvl in ("type", "instance"))]
@@ -90,11 +106,21 @@ def _statement(
         ]
         if declared:
             entry["operation"] = declared
+        if rtype == AUDIT_TYPE:  # read-only, from the audit log (app/audit/api.py)
+            entry.update(
+                interaction=[{"code": c} for c in type_codes if c in ("read", "search-type")],
+                readHistory=False,
+                updateCreate=False,
+                conditionalCreate=False,
+                conditionalUpdate=False,
+                searchParam=[{"name": n, "type": t} for n, t in AUDIT_SEARCH_PARAMS.items()],
+            )
         resources.append(entry)
     rest: dict[str, Any] = {
         "mode": "server",
         "security": {
-            "cors": False,
+            "cors": True,  # app/auth/cors.py
+            "extension": [_oauth_uris(endpoints)],
             "service": [
                 {
                     "coding": [
@@ -106,9 +132,11 @@ def _statement(
                 }
             ],
             "description": (
-                "Every request except GET /metadata needs a Bearer JWT access token signed by "
-                "this server's key (published at /.well-known/jwks.json), with aud set to "
-                f"{fhir_base} and SMART v1 or v2 clinical scopes."
+                "SMART App Launch 2 and Backend Services. Every request except GET /metadata "
+                "needs a Bearer JWT access token from this server's token endpoint (signed by "
+                "the key at /.well-known/jwks.json), with aud set to "
+                f"{fhir_base} and SMART v1 or v2 clinical scopes. Discovery: "
+                f"{fhir_base}/.well-known/smart-configuration."
             ),
         },
         "resource": resources,

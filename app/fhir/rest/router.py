@@ -4,7 +4,8 @@ The FHIR API is its own small ASGI application (`FhirRouter`) rather than a set 
 routes: matching a path by segments and calling the handler directly costs a fraction of
 FastAPI's routing and dependency solving, which measured as most of a read's server time.
 Every route but /metadata authenticates before anything else happens, so an unauthenticated
-caller learns nothing (not even whether a resource type exists).
+caller learns nothing (not even whether a resource type exists), and every such request,
+answered or refused, is written to the audit log (app/audit) before its answer is sent.
 
 Handlers are thin: parse, call an interaction, frame the response. Adding a route here is the
 only way to make the server claim an interaction in /metadata.
@@ -12,6 +13,7 @@ only way to make the server claim an interaction in /metadata.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +23,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from app.audit import api as audit_api
+from app.audit.recorder import entry_for_request
 from app.container import Container
-from app.errors import FhirError, Invalid, MethodNotAllowed, NotFound, PayloadTooLarge
+from app.errors import (
+    FhirError,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
 from app.fhir.rest import interactions
 from app.fhir.rest.bundles import process_bundle
 from app.fhir.rest.interactions import Outcome, outcome_resource
@@ -42,6 +53,7 @@ from app.store.repository import FhirRepository
 __all__ = ["ROUTES", "FhirRouter", "RouteSpec", "render_error"]
 
 PREFIX = "/fhir"
+log = logging.getLogger("dxf.audit")
 
 
 @dataclass(slots=True)
@@ -215,6 +227,18 @@ async def bundle(ctx: Ctx) -> Response:
     return fhir_response(200, result, pretty=pretty)
 
 
+async def audit_read(ctx: Ctx, id: str) -> Response:
+    event = await audit_api.read_audit_event(ctx.container.db, ctx.repo.policy, id)
+    return fhir_response(200, event, pretty=wants_pretty(ctx.request.query_params.get("_pretty")))
+
+
+async def audit_search(ctx: Ctx) -> Response:
+    bundle = await audit_api.search_audit_events(
+        ctx.container.db, ctx.repo.policy, ctx.query(), **ctx.paging()
+    )
+    return fhir_response(200, bundle, pretty=wants_pretty(ctx.request.query_params.get("_pretty")))
+
+
 async def metadata(request: Request, container: Container) -> Response:
     check_format(request.query_params.get("_format"), request.headers.get("accept"))
     statement = capability_statement(ROUTES, container.settings)
@@ -244,6 +268,9 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "", bundle, "transaction", "system"),
     RouteSpec("POST", "", bundle, "batch", "system"),
     RouteSpec("GET", "/_history", history_system, "history-system", "system"),
+    # AuditEvents come from the audit log (app/audit), not from the resource store
+    RouteSpec("GET", "/AuditEvent", audit_search, "search-type", "type"),
+    RouteSpec("GET", "/AuditEvent/{id}", audit_read, "read", "instance"),
     RouteSpec("GET", "/{type}/_history", history_type, "history-type", "type"),
     RouteSpec("GET", "/Patient/$everything", everything_type, None, "type", "everything"),
     RouteSpec(
@@ -291,7 +318,26 @@ class FhirRouter:
             response = await self._dispatch(scope, receive)
         except FhirError as error:
             response = render_error(error)
+        if "dxf.audit" in scope:
+            response = await self._audited(scope, response)
         await response(scope, receive, send)
+
+    async def _audited(self, scope: Scope, response: Response) -> Response:
+        """Record the request in the audit log before answering; no record, no answer (503)."""
+        interaction, params, principal = scope["dxf.audit"]
+        entry = entry_for_request(
+            scope,
+            interaction=interaction,
+            params=params,
+            principal=principal,
+            status=response.status_code,
+        )
+        try:
+            await self._container().audit.record(entry, body=bytes(response.body))
+        except Exception as exc:  # noqa: BLE001 - any failure to audit withholds the answer
+            log.error("audit record not written", extra={"error": type(exc).__name__})
+            return render_error(Unavailable("the audit record could not be written; retry later"))
+        return response
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
         path: str = scope["path"][len(PREFIX) :]
@@ -313,7 +359,9 @@ class FhirRouter:
             if spec.endpoint is metadata:
                 return await metadata(request, container)
             check_format(request.query_params.get("_format"), request.headers.get("accept"))
-            principal = container.validator.authenticate(request.headers.get("authorization"))
+            scope["dxf.audit"] = (spec.interaction or method, params, None)
+            principal = await container.authenticate(request.headers.get("authorization"))
+            scope["dxf.audit"] = (spec.interaction or method, params, principal)
             ctx = Ctx(request, container, container.repository(principal.policy))
             return await spec.endpoint(ctx, **params)
         if allowed:

@@ -1,0 +1,1 @@
+"""Audit of FHIR access: every access to patient data and every denial, served as AuditEvent."""

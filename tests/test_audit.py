@@ -1,0 +1,138 @@
+"""Audit: every FHIR access and every denial is recorded before the answer goes out (no record,
+no answer), and the log is searchable as AuditEvent with system/AuditEvent.rs."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from app.fhir.models import validate_resource
+from app.store.tables import audit_event
+from tests.conftest import FHIR_JSON, bearer
+from tests.factories import observation, patient
+
+
+async def _rows(db):
+    async with db.read() as conn:
+        return (await conn.execute(select(audit_event).order_by(audit_event.c.seq))).all()
+
+
+@pytest.fixture
+async def pid(client, auth):
+    return (
+        await client.post("/Patient", json=patient("mrn-a"), headers={**auth, **FHIR_JSON})
+    ).json()["id"]
+
+
+async def test_reads_searches_and_writes_are_audited(client, db, make_token, pid, auth):
+    token = bearer(make_token("patient/*.rs", patient=pid, subject="dr-who", client_id="ehr"))
+    await client.get(f"/Patient/{pid}", headers={**token, "X-Purpose-Of-Use": "TREAT"})
+    await client.get(f"/Observation?subject=Patient/{pid}&code=8867-4", headers=token)
+    await client.post("/Observation", json=observation(pid), headers={**auth, **FHIR_JSON})
+    rows = await _rows(db)
+    create, read, search, write = rows[-4:]
+    assert create.interaction == "create" and create.action == "C"
+    assert (read.interaction, read.action, read.outcome, read.status) == ("read", "R", "0", 200)
+    assert read.client_id == "ehr" and read.subject == "dr-who" and read.patient == pid
+    assert read.purpose == "TREAT"
+    assert search.interaction == "search-type" and search.search_params == "code,subject"
+    assert search.patient == pid
+    assert write.action == "C" and write.res_type == "Observation" and write.status == 201
+    # no search values (possible PHI) are kept
+    assert not any("8867-4" in str(tuple(r)) for r in rows)
+
+
+async def test_denials_are_audited(client, db, make_token, pid):
+    await client.get(f"/Patient/{pid}")
+    await client.get(f"/Patient/{pid}", headers=bearer("garbage.token.here"))
+    await client.get("/Observation", headers=bearer(make_token("patient/Patient.rs", patient=pid)))
+    no_token, bad_token, out_of_scope = (await _rows(db))[-3:]
+    assert (no_token.status, no_token.outcome, no_token.client_id) == (401, "4", None)
+    assert no_token.patient == pid  # the patient the caller tried to reach
+    assert bad_token.status == 401
+    assert (out_of_scope.status, out_of_scope.outcome) == (403, "4")
+
+
+async def test_no_audit_record_no_answer(client, container, pid, auth, monkeypatch):
+    async def broken(entry, body=None):
+        raise RuntimeError("audit table unwritable")
+
+    monkeypatch.setattr(container.audit, "record", broken)
+    r = await client.get(f"/Patient/{pid}", headers=auth)
+    assert r.status_code == 503
+    assert "Testperson" not in r.text and pid not in r.text
+    r = await client.get("/Patient", headers=auth)
+    assert r.status_code == 503 and "Testperson" not in r.text
+
+
+async def test_audit_events_are_searchable_with_system_scope(client, make_token, pid, auth):
+    await client.get(f"/Patient/{pid}", headers=auth)
+    await client.get("/Patient/does-not-exist", headers=auth)
+    reader = bearer(make_token("system/AuditEvent.rs"))
+    r = await client.get(f"/AuditEvent?patient=Patient/{pid}", headers=reader)
+    assert r.status_code == 200, r.text
+    events = [e["resource"] for e in r.json()["entry"]]
+    assert events and all(
+        any(ent.get("what", {}).get("reference") == f"Patient/{pid}" for ent in ev["entity"])
+        for ev in events
+    )
+    for event in events:
+        validate_resource(event)
+    failed = (await client.get("/AuditEvent?outcome=4", headers=reader)).json()["entry"]
+    assert any(e["resource"]["outcomeDesc"] == "HTTP 404" for e in failed)
+    one = events[0]
+    r = await client.get(f"/AuditEvent/{one['id']}", headers=reader)
+    assert r.status_code == 200 and r.json()["id"] == one["id"]
+    page = (await client.get("/AuditEvent?_count=1", headers=reader)).json()
+    assert len(page["entry"]) == 1
+    nxt = next(link["url"] for link in page["link"] if link["relation"] == "next")
+    second = (await client.get(nxt, headers=reader)).json()["entry"][0]["resource"]["id"]
+    assert second != page["entry"][0]["resource"]["id"]
+    r = await client.get("/AuditEvent?date=ge2000-01-01&action=R", headers=reader)
+    assert r.status_code == 200 and all(e["resource"]["action"] == "R" for e in r.json()["entry"])
+    assert (await client.get("/AuditEvent?name=x", headers=reader)).status_code == 400
+
+
+async def test_audit_events_are_not_for_patient_tokens_and_never_writable(client, make_token, pid):
+    patient_token = bearer(make_token("patient/*.cruds", patient=pid))
+    assert (await client.get("/AuditEvent", headers=patient_token)).status_code == 403
+    assert (
+        await client.get("/AuditEvent", headers=bearer(make_token("system/Patient.rs")))
+    ).status_code == 403
+    full = bearer(make_token("system/*.cruds"))
+    forged = {
+        "resourceType": "AuditEvent",
+        "type": {"code": "rest"},
+        "recorded": "2020-01-01T00:00:00Z",
+        "agent": [{"requestor": True}],
+        "source": {"observer": {"display": "x"}},
+    }
+    r = await client.post("/AuditEvent", json=forged, headers={**full, **FHIR_JSON})
+    assert r.status_code == 403
+
+
+async def test_token_decisions_are_audited(client, db):
+    await client.post("http://testserver/auth/token", data={"grant_type": "client_credentials"})
+    row = (await _rows(db))[-1]
+    assert row.interaction == "token" and row.status == 400 and row.outcome == "4"
+    async with db.read() as conn:
+        assert await conn.scalar(select(func.count()).select_from(audit_event)) >= 1
+
+
+async def test_a_search_over_several_patients_is_audited_for_each(client, db, auth, pid):
+    other = (
+        await client.post("/Patient", json=patient("mrn-b"), headers={**auth, **FHIR_JSON})
+    ).json()["id"]
+    for who in (pid, other):
+        await client.post("/Observation", json=observation(who), headers={**auth, **FHIR_JSON})
+    r = await client.get("/Observation", headers=auth)
+    request_id = r.headers["x-request-id"]
+    rows = [row for row in await _rows(db) if row.request_id == request_id]
+    assert sorted(row.patient for row in rows) == sorted([pid, other])
+    assert {row.interaction for row in rows} == {"search-type"}
+    # a read of a non-Patient resource names the patient whose record it is
+    obs_id = r.json()["entry"][0]["resource"]["id"]
+    owner = r.json()["entry"][0]["resource"]["subject"]["reference"].split("/")[1]
+    read = await client.get(f"/Observation/{obs_id}", headers=auth)
+    [row] = [row for row in await _rows(db) if row.request_id == read.headers["x-request-id"]]
+    assert row.patient == owner and row.res_id == obs_id

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.apcd.links import parse_link_rules
+
 __all__ = ["Settings", "async_database_url"]
 
 
@@ -32,6 +34,10 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    apcd_layout: str = "3.0.1"
+    apcd_delimiter: str = Field(default="|", min_length=1, max_length=1)
+    apcd_batch_lines: int = Field(default=2000, ge=1, le=100_000)
+    apcd_link_identifiers: str = ""
 
     @field_validator("base_url")
     @classmethod
@@ -39,6 +45,12 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("DXF_BASE_URL must be an absolute http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("apcd_link_identifiers")
+    @classmethod
+    def _link_rules(cls, value: str) -> str:
+        parse_link_rules(value)
+        return value
 
     @model_validator(mode="after")
     def _page_sizes(self) -> Settings:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
+import time
 from typing import Any
 
 import orjson
@@ -10,6 +15,7 @@ from sqlalchemy import func, select
 
 from app.apcd.importer import ApcdImporter, ImportOptions
 from app.apcd.links import parse_link_rules
+from app.apcd.mapping import Mapper
 from app.apcd.report import write_report
 from app.auth.policy import AccessPolicy, ScopeGrant
 from app.db import Database
@@ -431,3 +437,72 @@ def test_link_rules_are_validated():
     for bad in ("CDLME075", "CDLMC161=urn:x", "CDLME075=a|b", "=urn:x"):
         with pytest.raises(ValueError):
             parse_link_rules(bad)
+
+
+async def test_a_record_whose_mapping_fails_validation_is_skipped_alone(db, tmp_path, monkeypatch):
+    original = Mapper.claim
+
+    def broken_for_c2(self, rows, patient_id):
+        picture = original(self, rows, patient_id)
+        if picture.claim_id == "C2":
+            picture.resources[0][2]["created"] = "not a date"
+        return picture
+
+    monkeypatch.setattr(Mapper, "claim", broken_for_c2)
+    path = cdl_file(tmp_path / "mc.txt", "MC", [medical("C1"), medical("C2"), medical("C3")])
+    result = await importer(db).import_file(path)
+    assert (result.loaded, result.rejected) == (2, 1)
+    ((line, field_id, reason),) = [(e.line, e.field_id, e.reason) for e in result.errors]
+    assert (line, field_id) == (3, "-")
+    assert reason.startswith("mapped resource failed validation: ExplanationOfBenefit.created")
+    assert {e["identifier"][0]["value"] for e in await stored(db, "ExplanationOfBenefit")} == {
+        "C1",
+        "C3",
+    }
+    assert len(await stored(db, "Encounter")) == 2  # nothing of C2 is left behind
+
+
+async def test_import_killed_with_sigkill_resumes_without_duplicates(db, tmp_path):
+    """A real kill: the command runs in a child process that gets SIGKILL after its first
+    committed batch; the re-run finishes the file and every claim is stored exactly once."""
+    claims = [medical(f"K{n}", member_id=f"M{n % 9}") for n in range(300)]
+    path = cdl_file(tmp_path / "mc.txt", "MC", claims)
+    env = {**os.environ, "DXF_DATABASE_URL": db.url, "DXF_APCD_BATCH_LINES": "10"}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app.cli",
+        "import-apcd",
+        "--no-progress",
+        str(path),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    done = 0
+    try:
+        while time.monotonic() < deadline:  # poll the journal for the first checkpoint
+            async with db.read() as conn:
+                done = await conn.scalar(select(apcd_import.c.lines_done)) or 0
+            if done > 0 or child.returncode is not None:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        if child.returncode is None:
+            child.send_signal(signal.SIGKILL)
+        await child.wait()
+    assert child.returncode == -signal.SIGKILL, "the import finished before it could be killed"
+    async with db.read() as conn:
+        journal = (await conn.execute(select(apcd_import))).one()
+    assert journal.status == "running" and journal.lines_done < 301
+    stored_before = len(await stored(db, "ExplanationOfBenefit"))
+    assert stored_before == journal.lines_done - 1  # exactly the committed batches
+
+    result = await importer(db, batch_lines=50).import_file(path)
+    assert result.status == "imported"
+    assert result.lines_read == 300 - (journal.lines_done - 1)
+    eobs = await stored(db, "ExplanationOfBenefit")
+    assert sorted(e["identifier"][0]["value"] for e in eobs) == sorted(f"K{n}" for n in range(300))
+    assert all(v == 1 for v in (await versions(db)).values())
+    assert await count(db, resource_history) == len(await versions(db))

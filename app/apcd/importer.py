@@ -39,7 +39,7 @@ from app.apcd.layout import Layout, load_layout
 from app.apcd.links import LinkRule, parse_link_rules
 from app.apcd.mapping import Mapper, Namespace, Res, Row
 from app.apcd.reader import Envelope, FileRejected, LineError, lines, scan
-from app.errors import Gone, NotFound, Unprocessable
+from app.errors import Conflict, Gone, NotFound, Unprocessable
 from app.fhir.models import validate_resource
 from app.fhir.search.criteria import parse_criteria
 from app.store.base import utc_now_ms
@@ -51,6 +51,7 @@ __all__ = ["ApcdImporter", "FileResult", "ImportOptions", "LinkRule", "parse_lin
 CLAIM_TYPES = ("MC", "PC", "DC")
 _MEMBER_FIELD = {"ME": "CDLME061", "MC": "CDLMC161", "PC": "CDLPC068", "DC": "CDLDC034"}
 _MEMBER_CACHE_MAX = 200_000
+_COUNTERS = ("loaded", "rejected", "created", "updated", "unchanged", "deleted", "superseded")
 
 Progress = Callable[[str, int, int], None]  # (file name, lines handled, lines in file)
 
@@ -214,9 +215,41 @@ class ApcdImporter:
         if self.options.dry_run:
             self._dry_run(ctx, result, units, errors)
         else:
-            async with self.repo.transaction() as tx:
-                await self._put(tx, result, *ctx.mapper.payer_organization())
-                for unit in units:
+            # Fast path: the batch in one transaction without a savepoint per record. A record
+            # whose mapping fails validation rolls the batch back, and the batch is redone with
+            # a savepoint around each record so that only the failing record is skipped.
+            snapshot = {k: getattr(result, k) for k in _COUNTERS}
+            try:
+                await self._write_batch(
+                    ctx, result, units, list(errors), checkpoint, final, careful=False
+                )
+            except Unprocessable:
+                for k, v in snapshot.items():
+                    setattr(result, k, v)
+                ctx.pending_members.clear()
+                await self._write_batch(ctx, result, units, errors, checkpoint, final, careful=True)
+            self._members.update(ctx.pending_members)
+            if len(self._members) > _MEMBER_CACHE_MAX:
+                self._members.clear()
+        ctx.pending_members.clear()
+        if self.progress is not None:
+            self.progress(ctx.env.path.name, checkpoint, ctx.env.trailer_line)
+
+    async def _write_batch(
+        self,
+        ctx: _Context,
+        result: FileResult,
+        units: list[_Unit],
+        errors: list[LineError],
+        checkpoint: int,
+        final: bool,
+        *,
+        careful: bool,
+    ) -> None:
+        async with self.repo.transaction() as tx:
+            await self._put(tx, result, *ctx.mapper.payer_organization())
+            for unit in units:
+                if careful:
                     try:
                         async with tx.conn.begin_nested():
                             await self._apply(tx, ctx, result, unit)
@@ -224,46 +257,42 @@ class ApcdImporter:
                         errors.append(_mapping_error(ctx, unit, exc))
                         result.rejected += len(unit.rows)
                         continue
-                    result.loaded += len(unit.rows)
-                if errors:
-                    await tx.conn.execute(
-                        insert(apcd_import_error),
-                        [
-                            {
-                                "import_id": ctx.import_id,
-                                "line": e.line,
-                                "field_id": e.field_id[:16],
-                                "reason": e.reason,
-                            }
-                            for e in errors
-                        ],
-                    )
-                now = (result.loaded, result.rejected, result.created, result.updated)
-                loaded, rejected, created, updated = (
-                    a - b for a, b in zip(now, ctx.journaled, strict=True)
-                )
-                j = apcd_import.c
+                else:
+                    await self._apply(tx, ctx, result, unit)
+                result.loaded += len(unit.rows)
+            if errors:
                 await tx.conn.execute(
-                    update(apcd_import)
-                    .where(j.import_id == ctx.import_id)
-                    .values(
-                        lines_done=checkpoint,
-                        lines_read=j.lines_read + loaded + rejected,
-                        loaded=j.loaded + loaded,
-                        rejected=j.rejected + rejected,
-                        created=j.created + created,
-                        updated=j.updated + updated,
-                        status="complete" if final else "running",
-                        finished_at=utc_now_ms() if final else None,
-                    )
+                    insert(apcd_import_error),
+                    [
+                        {
+                            "import_id": ctx.import_id,
+                            "line": e.line,
+                            "field_id": e.field_id[:16],
+                            "reason": e.reason,
+                        }
+                        for e in errors
+                    ],
                 )
-            ctx.journaled = now
-            self._members.update(ctx.pending_members)
-            if len(self._members) > _MEMBER_CACHE_MAX:
-                self._members.clear()
-        ctx.pending_members.clear()
-        if self.progress is not None:
-            self.progress(ctx.env.path.name, checkpoint, ctx.env.trailer_line)
+            now = (result.loaded, result.rejected, result.created, result.updated)
+            loaded, rejected, created, updated = (
+                a - b for a, b in zip(now, ctx.journaled, strict=True)
+            )
+            j = apcd_import.c
+            await tx.conn.execute(
+                update(apcd_import)
+                .where(j.import_id == ctx.import_id)
+                .values(
+                    lines_done=checkpoint,
+                    lines_read=j.lines_read + loaded + rejected,
+                    loaded=j.loaded + loaded,
+                    rejected=j.rejected + rejected,
+                    created=j.created + created,
+                    updated=j.updated + updated,
+                    status="complete" if final else "running",
+                    finished_at=utc_now_ms() if final else None,
+                )
+            )
+        ctx.journaled = now
 
     def _dry_run(
         self, ctx: _Context, result: FileResult, units: list[_Unit], errors: list[LineError]
@@ -348,7 +377,8 @@ class ApcdImporter:
         patient_id, _ = await self._member(tx, ctx, result, member_id, [], latest[0])
         picture = mapper.claim(rows, patient_id)
         for res in picture.resources:
-            await self._put(tx, result, *res)
+            # a claim seen for the first time: none of its resources can exist yet
+            await self._put(tx, result, *res, fresh=state is None)
         produced = sorted(f"{t}/{i}" for t, i, _ in picture.resources)
         if state is not None:
             for ref in sorted(set(orjson.loads(state.resources)) - set(produced)):
@@ -424,9 +454,24 @@ class ApcdImporter:
         return found
 
     async def _put(
-        self, tx: WriteSession, result: FileResult, rtype: str, rid: str, body: dict[str, Any]
+        self,
+        tx: WriteSession,
+        result: FileResult,
+        rtype: str,
+        rid: str,
+        body: dict[str, Any],
+        *,
+        fresh: bool = False,
     ) -> None:
         """Create or update `rtype/rid` unless its stored content is already `body`."""
+        if fresh:
+            try:
+                await tx.create(rtype, body, resource_id=rid)
+            except Conflict:
+                pass  # it exists after all: compare and update below
+            else:
+                result.created += 1
+                return
         try:
             current = await tx.read(rtype, rid)
         except (NotFound, Gone):

@@ -126,6 +126,7 @@ class Mapper:
     def __init__(self, ns: Namespace, rl: RecordLayout) -> None:
         self.ns = ns
         self.rl = rl
+        self.kind = rl.record_type  # in claim resource ids: MC and PC claim numbers may clash
 
     def row(self, values: list[str]) -> Row:
         return Row(self.rl, values)
@@ -411,8 +412,8 @@ class Mapper:
             dos=dos,
             member_id=member_id,
         )
-        eob_id = self.ns.id("eob", claim_id)
-        enc_id = self.ns.id("encounter", claim_id)
+        eob_id = self.ns.id(self.kind, "eob", claim_id)
+        enc_id = self.ns.id(self.kind, "encounter", claim_id)
         enc_ref = {"reference": f"Encounter/{enc_id}"}
         subject = {"reference": f"Patient/{patient_id}"}
         out: list[Res] = []
@@ -488,7 +489,7 @@ class Mapper:
                 entry["onAdmission"] = _cc(c.POA, poa)
             eob_dx.append(entry)
             if code not in conditions:
-                cond_id = self.ns.id("condition", claim_id, code)
+                cond_id = self.ns.id(self.kind, "condition", claim_id, code)
                 conditions[code] = cond_id
                 cond: dict[str, Any] = {
                     "resourceType": "Condition",
@@ -578,7 +579,7 @@ class Mapper:
                 item["adjudication"] = adjudication
             items.append(item)
             if code and c.is_cpt_category_ii(code):
-                obs_id = self.ns.id("observation", claim_id, r["006"])
+                obs_id = self.ns.id(self.kind, "observation", claim_id, r["006"])
                 obs: dict[str, Any] = {
                     "resourceType": "Observation",
                     "meta": _meta(None),
@@ -669,7 +670,7 @@ class Mapper:
         }
         if period:
             body["performedPeriod"] = period
-        return ("Procedure", self.ns.id("procedure", *key), body)
+        return ("Procedure", self.ns.id(self.kind, "procedure", *key), body)
 
     def _pharmacy(self, all_rows: list[Row], patient_id: str) -> ClaimPicture:
         version, rows = self.latest(all_rows)
@@ -786,14 +787,20 @@ class Mapper:
                     }
                 ]
                 dispense["authorizingPrescription"] = [{"reference": "#rx"}]
-            out.append(("MedicationDispense", self.ns.id("dispense", claim_id, r["006"]), dispense))
+            out.append(
+                (
+                    "MedicationDispense",
+                    self.ns.id(self.kind, "dispense", claim_id, r["006"]),
+                    dispense,
+                )
+            )
         self._finish_eob(eob, items, paid)
         return ClaimPicture(
             claim_id,
             version,
             void,
             member_id,
-            [("ExplanationOfBenefit", self.ns.id("eob", claim_id), eob), *out],
+            [("ExplanationOfBenefit", self.ns.id(self.kind, "eob", claim_id), eob), *out],
         )
 
     def _dental(self, all_rows: list[Row], patient_id: str) -> ClaimPicture:
@@ -871,7 +878,7 @@ class Mapper:
             version,
             void,
             member_id,
-            [("ExplanationOfBenefit", self.ns.id("eob", claim_id), eob)],
+            [("ExplanationOfBenefit", self.ns.id(self.kind, "eob", claim_id), eob)],
         )
 
     # ---- PV ----------------------------------------------------------------------------------

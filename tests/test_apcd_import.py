@@ -21,7 +21,7 @@ from app.auth.policy import AccessPolicy, ScopeGrant
 from app.db import Database
 from app.fhir.models import validate_resource
 from app.store.repository import FhirRepository
-from app.store.tables import apcd_import, resource, resource_history
+from app.store.tables import apcd_claim, apcd_import, resource, resource_history
 from tests.apcd_files import NPI_A, NPI_B, NPI_C, cdl_file, medical, member, record
 from tests.conftest import FHIR_BASE
 
@@ -506,3 +506,41 @@ async def test_import_killed_with_sigkill_resumes_without_duplicates(db, tmp_pat
     assert sorted(e["identifier"][0]["value"] for e in eobs) == sorted(f"K{n}" for n in range(300))
     assert all(v == 1 for v in (await versions(db)).values())
     assert await count(db, resource_history) == len(await versions(db))
+
+
+async def test_a_claim_replaced_later_in_the_same_batch(db, tmp_path):
+    lines = [
+        medical("C1", 1, f088="93000"),
+        medical("C1", 2, f088="71046"),
+        medical("C2", 1),
+        medical("C1", 1, version=1, f088="93000", f125="70.00", f160="R"),
+    ]
+    result = await importer(db).import_file(cdl_file(tmp_path / "mc.txt", "MC", lines))
+    assert (result.loaded, result.rejected) == (4, 0)
+    eobs = {e["identifier"][0]["value"]: e for e in await stored(db, "ExplanationOfBenefit")}
+    assert [i["sequence"] for i in eobs["C1"]["item"]] == [1]
+    assert eobs["C1"]["meta"]["versionId"] == "2"
+    assert eobs["C1"]["payment"]["amount"]["value"] == 70.0
+    assert result.deleted == 1  # the Procedure of line 2
+
+
+async def test_lost_claim_state_still_changes_nothing(db, tmp_path):
+    """Even without the claim-state table (say, restored from an older backup), re-importing
+    stores no duplicates and no new versions: the resources are found by their ids."""
+    mc = [medical("C1", 1), medical("C1", 2, f088="71046"), medical("C2", 1)]
+    await importer(db).import_file(cdl_file(tmp_path / "a.txt", "MC", mc))
+    before = await versions(db)
+    async with db.write() as conn:
+        await conn.execute(apcd_claim.delete())
+    result = await importer(db).import_file(cdl_file(tmp_path / "b.txt", "MC", mc, column_row=True))
+    assert (result.created, result.updated) == (0, 0)
+    assert await versions(db) == before
+
+
+async def test_the_latest_span_describes_the_member(db, tmp_path):
+    me = [member("M1", "20240101", f024="Fresno"), member("M1", "20240701", f024="Eureka")]
+    await importer(db).import_file(cdl_file(tmp_path / "me.txt", "ME", me))
+    (patient,) = await stored(db, "Patient")
+    assert patient["address"][0]["city"] == "Eureka"
+    assert patient["meta"]["versionId"] == "2"
+    assert len(await stored(db, "Coverage")) == 2

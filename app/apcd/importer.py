@@ -101,6 +101,10 @@ class _Context:
     import_id: str
     pending_members: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
     journaled: tuple[int, int, int, int] = (0, 0, 0, 0)  # counters already in the journal
+    # resources of first-seen claims, created together at the end of the batch
+    bulk: list[Res] | None = None
+    bulk_claims: set[str] = field(default_factory=set)
+    bulk_keys: set[str] = field(default_factory=set)
 
 
 class ApcdImporter:
@@ -246,8 +250,11 @@ class ApcdImporter:
         *,
         careful: bool,
     ) -> None:
+        ctx.bulk = None if careful else []
+        ctx.bulk_claims.clear()
+        ctx.bulk_keys.clear()
         async with self.repo.transaction() as tx:
-            await self._put(tx, result, *ctx.mapper.payer_organization())
+            await self._put(tx, ctx, result, *ctx.mapper.payer_organization())
             for unit in units:
                 if careful:
                     try:
@@ -260,6 +267,7 @@ class ApcdImporter:
                 else:
                     await self._apply(tx, ctx, result, unit)
                 result.loaded += len(unit.rows)
+            await self._flush_bulk(tx, ctx, result)
             if errors:
                 await tx.conn.execute(
                     insert(apcd_import_error),
@@ -329,7 +337,7 @@ class ApcdImporter:
         kind = ctx.env.file_type
         if kind == "PV":
             for res in mapper.provider(mapper.row(unit.rows[0])):
-                await self._put(tx, result, *res)
+                await self._put(tx, ctx, result, *res)
             return
         if kind == "ME":
             r = mapper.row(unit.rows[0])
@@ -338,13 +346,18 @@ class ApcdImporter:
                 for rule in self.options.link_rules
                 if r[rule.field_id[-3:]]
             ]
-            patient_id, linked = await self._member(tx, ctx, result, r["061"], links, None)
+            patient_id, linked, new = await self._member(tx, ctx, result, r["061"], links, None)
             patient, coverage = mapper.member(
                 r, patient_id, [{"system": s, "value": v} for s, v in links]
             )
+            if new and ctx.bulk is not None:  # a new member: its Patient and Coverage are new
+                if not linked:
+                    _bulk_add(ctx, patient)
+                _bulk_add(ctx, coverage)
+                return
             if not linked:
-                await self._put(tx, result, *patient)
-            await self._put(tx, result, *coverage)
+                await self._put(tx, ctx, result, *patient)
+            await self._put(tx, ctx, result, *coverage)
             return
         await self._claim(tx, ctx, result, unit)
 
@@ -368,20 +381,36 @@ class ApcdImporter:
                 )
             )
         ).first()
+        if claim_id in ctx.bulk_claims:
+            await self._flush_bulk(tx, ctx, result)  # the claim is back: store it first
+            state = (
+                await tx.conn.execute(
+                    select(cl.version, cl.digest, cl.resources).where(
+                        cl.namespace == ctx.claim_ns, cl.claim_id == claim_id
+                    )
+                )
+            ).first()
         if state is not None and state.version > version:
             result.superseded += 1
             return
         if state is not None and state.version == version and state.digest == digest:
             return
         member_id = latest[0][_MEMBER_FIELD[ctx.env.file_type][-3:]]
-        patient_id, _ = await self._member(tx, ctx, result, member_id, [], latest[0])
+        patient_id, _, _ = await self._member(tx, ctx, result, member_id, [], latest[0])
         picture = mapper.claim(rows, patient_id)
-        for res in picture.resources:
+        if state is None and ctx.bulk is not None:
             # a claim seen for the first time: none of its resources can exist yet
-            await self._put(tx, result, *res, fresh=state is None)
+            for res in picture.resources:
+                _bulk_add(ctx, res)
+            ctx.bulk_claims.add(claim_id)
+        else:
+            for res in picture.resources:
+                await self._put(tx, ctx, result, *res, fresh=state is None)
         produced = sorted(f"{t}/{i}" for t, i, _ in picture.resources)
         if state is not None:
             for ref in sorted(set(orjson.loads(state.resources)) - set(produced)):
+                if ref in ctx.bulk_keys:
+                    await self._flush_bulk(tx, ctx, result)
                 rtype, _, rid = ref.partition("/")
                 try:
                     if await tx.delete(rtype, rid) is not None:
@@ -405,6 +434,20 @@ class ApcdImporter:
                 .values(**values)
             )
 
+    async def _flush_bulk(self, tx: WriteSession, ctx: _Context, result: FileResult) -> None:
+        if not ctx.bulk:
+            return
+        items, ctx.bulk = ctx.bulk, []
+        ctx.bulk_claims.clear()
+        ctx.bulk_keys.clear()
+        try:
+            await tx.create_many(items)
+        except Conflict:  # some exist after all: one by one, comparing with what is stored
+            for res in items:
+                await self._put(tx, ctx, result, *res)
+            return
+        result.created += len(items)
+
     async def _member(
         self,
         tx: WriteSession,
@@ -413,12 +456,13 @@ class ApcdImporter:
         member_id: str,
         links: list[tuple[str, str]],
         claim_row: Row | None,
-    ) -> tuple[str, bool]:
-        """The Patient a member maps to (creating the mapping, and from a claim the Patient)."""
+    ) -> tuple[str, bool, bool]:
+        """The Patient a member maps to, whether it is another source's Patient (linked) and
+        whether the member is new; a new member's Patient is created from a claim's fields."""
         key = (ctx.ns.key, member_id)
         hit = ctx.pending_members.get(key) or self._members.get(key)
         if hit is not None:
-            return hit
+            return (*hit, False)
         m = apcd_member.c
         row = (
             await tx.conn.execute(
@@ -448,14 +492,18 @@ class ApcdImporter:
             )
             if claim_row is not None and not found[1]:
                 # a claim for a member no eligibility file has described yet
-                _type, pid, body = ctx.mapper.claim_patient(found[0], claim_row)
-                await self._put(tx, result, "Patient", pid, body)
+                patient = ctx.mapper.claim_patient(found[0], claim_row)
+                if ctx.bulk is not None:
+                    _bulk_add(ctx, patient)
+                else:
+                    await self._put(tx, ctx, result, *patient)
         ctx.pending_members[key] = found
-        return found
+        return (*found, row is None)
 
     async def _put(
         self,
         tx: WriteSession,
+        ctx: _Context,
         result: FileResult,
         rtype: str,
         rid: str,
@@ -464,6 +512,8 @@ class ApcdImporter:
         fresh: bool = False,
     ) -> None:
         """Create or update `rtype/rid` unless its stored content is already `body`."""
+        if f"{rtype}/{rid}" in ctx.bulk_keys:
+            await self._flush_bulk(tx, ctx, result)  # written again in the batch: store it first
         if fresh:
             try:
                 await tx.create(rtype, body, resource_id=rid)
@@ -545,6 +595,12 @@ class ApcdImporter:
 class _Journal:
     status: str
     lines_done: int
+
+
+def _bulk_add(ctx: _Context, res: Res) -> None:
+    assert ctx.bulk is not None
+    ctx.bulk.append(res)
+    ctx.bulk_keys.add(f"{res[0]}/{res[1]}")
 
 
 def _esc(text: str) -> str:

@@ -6,6 +6,7 @@ rows in the same transaction, race-free conditional create) and the access rules
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -181,6 +182,56 @@ class WriteSession:
             resource_type, existing, {**body, "id": existing}, if_match=if_match
         )
 
+    async def create_many(
+        self, items: Sequence[tuple[str, str, dict[str, Any]]]
+    ) -> list[StoredResource]:
+        """Create resources whose ids the caller chose and knows to be unused (bulk loads).
+
+        Each resource is checked, validated and indexed as `create` does, but the rows of all
+        of them go in with one multi-row statement per table. If any id is taken, nothing of
+        this call is written and Conflict is raised; the transaction itself stays usable.
+        """
+        statements: dict[Any, list[dict[str, Any]]] = {}
+        stored = []
+        for resource_type, resource_id, body in items:
+            patient = self.repo.policy.restriction(resource_type, "c")
+            self._check_body(resource_type, body)
+            self._check_confined(patient, resource_type, body)
+            stamped, content = self._stamp(body, resource_id, 1)
+            text = content.decode()
+            statements.setdefault(q.INSERT_RESOURCE, []).append(
+                {
+                    "res_type": resource_type,
+                    "res_id": resource_id,
+                    "version": 1,
+                    "last_updated": self.now,
+                    "deleted": False,
+                    "content": text,
+                }
+            )
+            statements.setdefault(q.INSERT_HISTORY, []).append(
+                {
+                    "res_type": resource_type,
+                    "res_id": resource_id,
+                    "version": 1,
+                    "last_updated": self.now,
+                    "method": "POST",
+                    "content": text,
+                }
+            )
+            for statement, rows in self._index_params(resource_type, resource_id, stamped):
+                statements.setdefault(statement, []).extend(rows)
+            stored.append(StoredResource(resource_type, resource_id, 1, self.now, content))
+        if not stored:
+            return stored
+        try:
+            async with self.conn.begin_nested():
+                for statement, rows in statements.items():
+                    await self.conn.execute(statement, rows)
+        except IntegrityError:
+            raise Conflict("a resource id given for a bulk create is already taken") from None
+        return stored
+
     async def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
         """Logical delete; returns the deletion version, or None if already deleted."""
         patient = self.repo.policy.restriction(resource_type, "d")
@@ -346,6 +397,15 @@ class WriteSession:
     ) -> None:
         if not fresh:
             await self._drop_index(resource_type, resource_id, keep_compartment=False)
+        for statement, rows in self._index_params(resource_type, resource_id, body):
+            await self.conn.execute(statement, rows)
+
+    def _index_params(
+        self, resource_type: str, resource_id: str, body: dict[str, Any]
+    ) -> list[tuple[Any, list[dict[str, Any]]]]:
+        """(statement, parameter rows) for the index and compartment rows of a resource."""
+        out: list[tuple[Any, list[dict[str, Any]]]] = []
+        owner = {"res_type": resource_type, "res_id": resource_id}
         for statement, columns, rows in (
             (q.INSERT_TOKEN, ("param", "system", "value"), token_rows(body)),
             (q.INSERT_DATE, ("param", "low", "high"), date_rows(body)),
@@ -357,19 +417,21 @@ class WriteSession:
             ),
         ):
             if rows:
-                owner = {"res_type": resource_type, "res_id": resource_id}
-                await self.conn.execute(
-                    statement, [{**owner, **dict(zip(columns, row, strict=True))} for row in rows]
+                out.append(
+                    (statement, [{**owner, **dict(zip(columns, row, strict=True))} for row in rows])
                 )
         patients = patient_ids_of(body, self.repo.base_url)
         if patients:
-            await self.conn.execute(
-                q.INSERT_COMPARTMENT,
-                [
-                    {"patient_id": p, "res_type": resource_type, "res_id": resource_id}
-                    for p in sorted(patients)
-                ],
+            out.append(
+                (
+                    q.INSERT_COMPARTMENT,
+                    [
+                        {"patient_id": p, "res_type": resource_type, "res_id": resource_id}
+                        for p in sorted(patients)
+                    ],
+                )
             )
+        return out
 
     async def _drop_index(
         self, resource_type: str, resource_id: str, *, keep_compartment: bool

@@ -135,15 +135,16 @@ def _import_apcd(settings: Settings, args: argparse.Namespace) -> int:
             policy = AccessPolicy((ScopeGrant("system", "*", frozenset("cruds")),))
             repo = FhirRepository(db, policy=policy, base_url=settings.fhir_base_url)
             importer = ApcdImporter(repo, options, progress=progress)
-            return await importer.import_files(args.paths)
+            done = await importer.import_files(args.paths)
+            print(summary(done))
+            if args.report:
+                count = await write_report(args.report, done, importer.all_errors)
+                print(f"report: {count:,} row(s) written to {args.report}")
+            return done
         finally:
             await db.dispose()
 
     results = asyncio.run(run())
-    print(summary(results))
-    if args.report:
-        count = write_report(args.report, results)
-        print(f"report: {count:,} row(s) written to {args.report}")
     return 1 if any(r.status == "rejected" for r in results) else 0
 
 

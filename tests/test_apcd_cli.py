@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 
 import orjson
 from sqlalchemy import func, select
 
+from app.apcd.report import ProgressBar
 from app.apcd.synth import write_apcd_files
 from app.cli import main
 from app.db import Database
@@ -90,3 +92,16 @@ def test_import_command_end_to_end(db, tmp_path, monkeypatch, capsys):
     assert main(["import-apcd", str(tmp_path / "missing.txt")]) == 2
 
     assert _query(db.url, select(apcd_import.c.status)) == [("complete",)] * 5
+
+
+def test_progress_bar_shows_rate_and_eta():
+    out = io.StringIO()
+    bar = ProgressBar(out, width=10, min_interval=0.0)
+    bar("mc.txt", 0, 1000)
+    bar("mc.txt", 500, 1000)
+    bar("mc.txt", 1000, 1000)
+    text = out.getvalue()
+    assert "\rmc.txt [#####.....]  50% 500/1,000 lines" in text
+    assert "lines/s ETA " in text
+    assert "[##########] 100% 1,000/1,000 lines" in text
+    assert text.endswith("\n")

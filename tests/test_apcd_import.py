@@ -13,6 +13,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from app.apcd import importer as importer_module
 from app.apcd.importer import ApcdImporter, ImportOptions
 from app.apcd.links import parse_link_rules
 from app.apcd.mapping import Mapper
@@ -359,7 +360,8 @@ async def test_bad_lines_are_reported_and_skipped(db, tmp_path):
         medical("C5"),
     ]
     path = cdl_file(tmp_path / "mc.txt", "MC", lines)
-    result = await importer(db).import_file(path)
+    imp = importer(db)
+    result = await imp.import_file(path)
     assert (result.loaded, result.rejected) == (2, 3)
     assert [(e.file, e.line, e.field_id) for e in result.errors] == [
         ("mc.txt", 3, "CDLMC119"),
@@ -371,7 +373,7 @@ async def test_bad_lines_are_reported_and_skipped(db, tmp_path):
         "C5",
     }
     report = tmp_path / "report.json"
-    assert write_report(report, [result]) == 3
+    assert await write_report(report, [result], imp.all_errors) == 3
     rows = orjson.loads(report.read_bytes())
     assert rows[0] == {
         "file": "mc.txt",
@@ -380,7 +382,7 @@ async def test_bad_lines_are_reported_and_skipped(db, tmp_path):
         "reason": "not a valid CCYYMMDD date",
     }
     csv_report = tmp_path / "report.csv"
-    write_report(csv_report, [result])
+    await write_report(csv_report, [result], imp.all_errors)
     assert csv_report.read_text().splitlines()[1] == "mc.txt,3,CDLMC119,not a valid CCYYMMDD date"
 
 
@@ -544,3 +546,25 @@ async def test_the_latest_span_describes_the_member(db, tmp_path):
     assert patient["address"][0]["city"] == "Eureka"
     assert patient["meta"]["versionId"] == "2"
     assert len(await stored(db, "Coverage")) == 2
+
+
+async def test_the_report_streams_every_error_of_a_file_of_bad_lines(db, tmp_path):
+    lines = [medical(f"C{n}", f037="bad") for n in range(6001)] + [medical("OK")]
+    imp = importer(db)
+    result = await imp.import_file(cdl_file(tmp_path / "mc.txt", "MC", lines))
+    assert (result.loaded, result.rejected) == (1, 6001)
+    report = tmp_path / "r.json"
+    assert await write_report(report, [result], imp.all_errors) == 6001
+    rows = orjson.loads(report.read_bytes())
+    assert [r["line"] for r in rows] == list(range(2, 6003))
+    assert {r["field_id"] for r in rows} == {"CDLMC037"}
+
+
+async def test_an_endless_claim_is_cut_off(db, tmp_path, monkeypatch):
+    monkeypatch.setattr(importer_module, "MAX_CLAIM_LINES", 3)
+    lines = [medical("C1", n) for n in range(1, 6)] + [medical("C2")]
+    result = await importer(db).import_file(cdl_file(tmp_path / "mc.txt", "MC", lines))
+    assert (result.loaded, result.rejected) == (4, 2)
+    assert [(e.line, e.field_id) for e in result.errors] == [(5, "CDLMC006"), (6, "CDLMC006")]
+    eobs = {e["identifier"][0]["value"]: e for e in await stored(db, "ExplanationOfBenefit")}
+    assert [i["sequence"] for i in eobs["C1"]["item"]] == [1, 2, 3]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,8 @@ __all__ = ["ApcdImporter", "FileResult", "ImportOptions", "LinkRule", "parse_lin
 CLAIM_TYPES = ("MC", "PC", "DC")
 _MEMBER_FIELD = {"ME": "CDLME061", "MC": "CDLMC161", "PC": "CDLPC068", "DC": "CDLDC034"}
 _MEMBER_CACHE_MAX = 200_000
+MAX_ERRORS_KEPT = 10_000
+MAX_CLAIM_LINES = 9_999  # the line counter has 4 digits
 _COUNTERS = ("loaded", "rejected", "created", "updated", "unchanged", "deleted", "superseded")
 
 Progress = Callable[[str, int, int], None]  # (file name, lines handled, lines in file)
@@ -80,7 +82,9 @@ class FileResult:
     deleted: int = 0
     superseded: int = 0
     seconds: float = 0.0
+    # the first MAX_ERRORS_KEPT line errors; all of them: ApcdImporter.all_errors
     errors: list[LineError] = field(default_factory=list)
+    import_id: str = ""
 
 
 @dataclass(slots=True)
@@ -140,6 +144,7 @@ class ApcdImporter:
             return FileResult(path.name, "rejected", reason=reason)
         result = FileResult(path.name, "dry-run" if self.options.dry_run else "imported")
         result.file_type = env.file_type
+        result.import_id = "" if self.options.dry_run else env.sha256
         rl = layout.record(env.file_type)
         ns = Namespace(env.submitter, env.payer)
         ctx = _Context(
@@ -160,7 +165,8 @@ class ApcdImporter:
             start_after = journal.lines_done
         await self._run(ctx, result, start_after)
         if not self.options.dry_run:
-            result.errors = await self._stored_errors(ctx.import_id, path.name)
+            kept = await self._stored_errors(ctx.import_id, path.name, limit=MAX_ERRORS_KEPT)
+            result.errors = [err for _row_id, err in kept]
         result.seconds = time.perf_counter() - started
         return result
 
@@ -170,7 +176,7 @@ class ApcdImporter:
         env = ctx.env
         rl = ctx.layout.record(env.file_type)
         claims = env.file_type in CLAIM_TYPES
-        claim_pos = rl.pos(rl.fields[4].field_id) if claims else -1  # xx005: claim control no.
+        claim_pos = rl.pos(f"CDL{env.file_type}005") if claims else -1  # claim control number
         batch = self.options.batch_lines
         units: list[_Unit] = []
         errors: list[LineError] = []
@@ -194,8 +200,15 @@ class ApcdImporter:
                         units, errors, in_batch = [], [], 0
                 if group is None:
                     group, group_key = _Unit(pl.line, []), key
-                group.rows.append(pl.values)
                 in_batch += 1
+                if len(group.rows) >= MAX_CLAIM_LINES:  # bounded memory, whatever the file
+                    reason = f"the claim has more than {MAX_CLAIM_LINES} lines in a row"
+                    errors.append(
+                        LineError(env.path.name, pl.line, f"CDL{env.file_type}006", reason)
+                    )
+                    result.rejected += 1
+                    continue
+                group.rows.append(pl.values)
             else:
                 units.append(_Unit(pl.line, [pl.values]))
                 in_batch += 1
@@ -314,7 +327,7 @@ class ApcdImporter:
                 result.rejected += len(unit.rows)
                 continue
             result.loaded += len(unit.rows)
-        result.errors.extend(errors)
+        result.errors.extend(errors[: max(0, MAX_ERRORS_KEPT - len(result.errors))])
 
     def _resources_offline(self, ctx: _Context, unit: _Unit) -> list[Res]:
         mapper = ctx.mapper
@@ -578,17 +591,41 @@ class ApcdImporter:
             )
         return _Journal("running", 0)
 
-    async def _stored_errors(self, import_id: str, file_name: str) -> list[LineError]:
+    async def _stored_errors(
+        self, import_id: str, file_name: str, *, after: tuple[int, int] = (0, 0), limit: int
+    ) -> list[tuple[int, LineError]]:
+        """A page of an import's stored line errors, in line order, after (line, row_id)."""
         e = apcd_import_error.c
+        line, row_id = after
         async with self.repo.db.read() as conn:
             rows = (
                 await conn.execute(
-                    select(e.line, e.field_id, e.reason)
-                    .where(e.import_id == import_id)
+                    select(e.row_id, e.line, e.field_id, e.reason)
+                    .where(
+                        e.import_id == import_id,
+                        (e.line > line) | ((e.line == line) & (e.row_id > row_id)),
+                    )
                     .order_by(e.line, e.row_id)
+                    .limit(limit)
                 )
             ).all()
-        return [LineError(file_name, r.line, r.field_id, r.reason) for r in rows]
+        return [(r.row_id, LineError(file_name, r.line, r.field_id, r.reason)) for r in rows]
+
+    async def all_errors(self, result: FileResult) -> AsyncIterator[LineError]:
+        """Every line error of a file: from the journal (all runs of an import), or for a dry
+        run the ones kept in memory. Paged, so a file of bad lines needs no memory for them."""
+        if not result.import_id:
+            for err in result.errors:
+                yield err
+            return
+        after = (0, 0)
+        while True:
+            page = await self._stored_errors(result.import_id, result.file, after=after, limit=5000)
+            for _row_id, err in page:
+                yield err
+            if len(page) < 5000:
+                return
+            after = (page[-1][1].line, page[-1][0])
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import csv
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
 import orjson
 
 from app.apcd.importer import FileResult
+from app.apcd.reader import LineError
 
 __all__ = ["ProgressBar", "summary", "write_report"]
 
@@ -81,26 +82,35 @@ def summary(results: Sequence[FileResult]) -> str:
     return "\n".join(rows)
 
 
-def _rows(results: Sequence[FileResult]) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
+ErrorSource = Callable[[FileResult], AsyncIterator[LineError]]
+
+
+async def _rows(
+    results: Sequence[FileResult], errors_of: ErrorSource
+) -> AsyncIterator[dict[str, object]]:
     for r in results:
         if r.status == "rejected":
-            out.append({"file": r.file, "line": None, "field_id": "", "reason": r.reason})
-        out.extend(
-            {"file": e.file, "line": e.line, "field_id": e.field_id, "reason": e.reason}
-            for e in r.errors
-        )
-    return out
+            yield {"file": r.file, "line": None, "field_id": "", "reason": r.reason}
+            continue
+        async for e in errors_of(r):
+            yield {"file": e.file, "line": e.line, "field_id": e.field_id, "reason": e.reason}
 
 
-def write_report(path: Path, results: Sequence[FileResult]) -> int:
-    """Write the errors (and rejected files) to `path`; JSON for *.json, else CSV."""
-    rows = _rows(results)
-    if path.suffix.lower() == ".json":
-        path.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
-    else:
-        with path.open("w", newline="", encoding="utf-8") as f:
+async def write_report(path: Path, results: Sequence[FileResult], errors_of: ErrorSource) -> int:
+    """Write the line errors (and rejected files) to `path`, streaming: JSON (an array of
+    objects) when the name ends in .json, else CSV. Returns the number of rows."""
+    count = 0
+    with path.open("w", newline="", encoding="utf-8") as f:
+        if path.suffix.lower() == ".json":
+            f.write("[")
+            async for row in _rows(results, errors_of):
+                f.write(("\n  " if count == 0 else ",\n  ") + orjson.dumps(row).decode())
+                count += 1
+            f.write("\n]\n" if count else "]\n")
+        else:
             writer = csv.DictWriter(f, ["file", "line", "field_id", "reason"])
             writer.writeheader()
-            writer.writerows(rows)
-    return len(rows)
+            async for row in _rows(results, errors_of):
+                writer.writerow(row)
+                count += 1
+    return count

@@ -289,7 +289,8 @@ async def test_replacement_supersedes_and_void_marks_entered_in_error(db, tmp_pa
     assert proc["status"] == "entered-in-error"
 
 
-async def test_reimport_changes_nothing(db, tmp_path):
+async def test_reimport_changes_nothing(db, tmp_path, monkeypatch):
+    monkeypatch.setattr(importer_module, "BULK_MAX", 2)  # several bulk inserts per batch
     me = [member("M1"), member("M1", "20240701"), member("M2")]
     mc = [medical("C1", 1), medical("C1", 2, f088="71046"), medical("C2", 1, member_id="M2")]
     imp = importer(db)

@@ -52,6 +52,7 @@ CLAIM_TYPES = ("MC", "PC", "DC")
 _MEMBER_FIELD = {"ME": "CDLME061", "MC": "CDLMC161", "PC": "CDLPC068", "DC": "CDLDC034"}
 _MEMBER_CACHE_MAX = 200_000
 MAX_ERRORS_KEPT = 10_000
+BULK_MAX = 500  # new resources held for one multi-row insert
 MAX_CLAIM_LINES = 9_999  # the line counter has 4 digits
 _COUNTERS = ("loaded", "rejected", "created", "updated", "unchanged", "deleted", "superseded")
 
@@ -279,6 +280,8 @@ class ApcdImporter:
                         continue
                 else:
                     await self._apply(tx, ctx, result, unit)
+                    if ctx.bulk is not None and len(ctx.bulk) >= BULK_MAX:
+                        await self._flush_bulk(tx, ctx, result)  # bounds memory per batch
                 result.loaded += len(unit.rows)
             await self._flush_bulk(tx, ctx, result)
             if errors:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
+from app.apcd import reader
 from app.apcd.layout import LayoutError, load_layout
 from app.apcd.reader import FileRejected, lines, scan
 from app.apcd.validate import compile_format, npi_is_valid
@@ -161,3 +164,18 @@ def test_a_record_of_another_type_is_a_line_error(tmp_path):
     assert parsed.values is None
     assert parsed.errors[0].field_id == rl.fields[-1].field_id
     assert "record type PV, the file is ME" in parsed.errors[0].reason
+
+
+def test_an_overlong_line_is_a_line_error_and_is_never_held_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(reader, "MAX_LINE_BYTES", 4096)
+    path = cdl_file(tmp_path / "me.txt", "ME", [member("A"), "X" * 50_000, member("B")])
+    env = scan(path, LAYOUT)
+    assert env.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    parsed = list(lines(env, LAYOUT))
+    assert [p.line for p in parsed] == [2, 3, 4]
+    assert parsed[1].values is None
+    assert parsed[1].errors[0].reason == "the line is longer than 4096 bytes"
+    assert parsed[2].values is not None
+    (tmp_path / "nolf.txt").write_bytes(b"HD|" + b"Y" * 100_000)
+    with pytest.raises(FileRejected):
+        scan(tmp_path / "nolf.txt", LAYOUT)

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from app.apcd.layout import DETAIL_TYPES, Layout, RecordLayout
 from app.apcd.validate import parse_date
@@ -32,6 +33,9 @@ from app.apcd.validate import parse_date
 __all__ = ["Envelope", "FileRejected", "LineError", "ParsedLine", "lines", "scan"]
 
 _COLUMN_ROW = re.compile(rb"\s*CDL[A-Z]{2}\d{3}\s*")
+# Longer lines are reported (and read past in chunks), never held whole: memory stays bounded
+# even for a file without line breaks. The longest CDL record is a few thousand bytes.
+MAX_LINE_BYTES = 64 * 1024
 # Paid dates must fall inside the header's reporting period.
 PAID_DATE = {"MC": "CDLMC024", "PC": "CDLPC024", "DC": "CDLDC012"}
 
@@ -71,6 +75,26 @@ class ParsedLine:
     errors: tuple[LineError, ...] = ()
 
 
+def _physical_lines(f: BinaryIO, digest: Any = None) -> Iterator[tuple[bytes, bool]]:
+    """(line, too long) for each line; a too-long line is cut at MAX_LINE_BYTES."""
+    while True:
+        raw = f.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if digest is not None:
+            digest.update(raw)
+        if len(raw) <= MAX_LINE_BYTES or raw.endswith(b"\n"):
+            yield raw, False
+            continue
+        while True:  # read past the rest of the line
+            more = f.readline(1 << 20)
+            if digest is not None:
+                digest.update(more)
+            if not more or more.endswith(b"\n"):
+                break
+        yield raw[:MAX_LINE_BYTES], True
+
+
 def _split(raw: bytes, delimiter: str) -> list[str]:
     return [v.strip() for v in raw.decode("utf-8").rstrip("\r\n").split(delimiter)]
 
@@ -105,12 +129,14 @@ def scan(path: Path, layout: Layout, delimiter: str = "|") -> Envelope:
     second: tuple[int, bytes] | None = None
     last: tuple[int, bytes] | None = None
     nonblank = 0
+    too_long: set[int] = set()
     with path.open("rb") as f:
-        for n, raw in enumerate(f, start=1):
-            digest.update(raw)
+        for n, (raw, long_line) in enumerate(_physical_lines(f, digest), start=1):
             if not raw.strip():
                 continue
             nonblank += 1
+            if long_line:
+                too_long.add(n)
             if first is None:
                 first = (n, raw)
             elif second is None:
@@ -118,6 +144,8 @@ def scan(path: Path, layout: Layout, delimiter: str = "|") -> Envelope:
             last = (n, raw)
     if first is None or last is None or nonblank < 2:
         raise FileRejected("the file has no header and trailer records")
+    if first[0] in too_long or last[0] in too_long:
+        raise FileRejected(f"the header or trailer is longer than {MAX_LINE_BYTES} bytes")
     delim = delimiter.encode()
     if not first[1].lstrip().startswith(b"HD" + delim):
         raise FileRejected("the first record is not a header (HD) record")
@@ -184,11 +212,15 @@ def lines(
     paid_pos = rl.positions.get(PAID_DATE.get(env.file_type, ""))
     skip = {env.header_line, env.trailer_line, env.column_row_line}
     with env.path.open("rb") as f:
-        for n, raw in enumerate(f, start=1):
+        for n, (raw, long_line) in enumerate(_physical_lines(f), start=1):
             if n <= after_line or n in skip or not raw.strip():
                 continue
             if n > env.trailer_line:
                 break
+            if long_line:
+                reason = f"the line is longer than {MAX_LINE_BYTES} bytes"
+                yield ParsedLine(n, None, (LineError(name, n, "-", reason),))
+                continue
             try:
                 values = _split(raw, delimiter)
             except UnicodeDecodeError:

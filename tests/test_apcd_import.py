@@ -569,3 +569,17 @@ async def test_an_endless_claim_is_cut_off(db, tmp_path, monkeypatch):
     assert [(e.line, e.field_id) for e in result.errors] == [(5, "CDLMC006"), (6, "CDLMC006")]
     eobs = {e["identifier"][0]["value"]: e for e in await stored(db, "ExplanationOfBenefit")}
     assert [i["sequence"] for i in eobs["C1"]["item"]] == [1, 2, 3]
+
+
+async def test_icd9_coded_claims_from_older_files(db, tmp_path):
+    lines = [
+        medical("OLD", f036="9", f037="25000", f038="V5861", f032="111", f093="3606"),
+        medical("BAD", f036="9", f037="E119"),  # an ICD-10 code on an ICD-9 claim
+    ]
+    result = await importer(db).import_file(cdl_file(tmp_path / "mc.txt", "MC", lines))
+    assert [(e.line, e.field_id) for e in result.errors] == [(3, "CDLMC037")]
+    (eob,) = await stored(db, "ExplanationOfBenefit")
+    codings = [d["diagnosisCodeableConcept"]["coding"][0] for d in eob["diagnosis"]]
+    assert {c["system"] for c in codings} == {"http://hl7.org/fhir/sid/icd-9-cm"}
+    px = eob["procedure"][0]["procedureCodeableConcept"]["coding"][0]
+    assert px == {"system": "http://hl7.org/fhir/sid/icd-9-cm", "code": "3606"}

@@ -30,6 +30,7 @@ SOURCE_TAG = {
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
+ICD9CM = "http://hl7.org/fhir/sid/icd-9-cm"  # diagnoses and (volume 3) procedures
 CPT = "http://www.ama-assn.org/go/cpt"
 HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 CDT = "http://www.ada.org/cdt"

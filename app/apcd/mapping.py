@@ -394,6 +394,9 @@ class Mapper:
         first = rows[0]
         claim_id, member_id = first["005"], first["161"]
         tob = first["032"].lstrip("0") if first["032"] else ""
+        icd9 = first["036"] == "9"  # ICD Version Indicator: ICD-9-CM coded (v2.1 back-files)
+        dx_system = c.ICD9CM if icd9 else c.ICD10CM
+        px_system = c.ICD9CM if icd9 else c.ICD10PCS
         void = self._is_void(rows, "160", "157") or (len(tob) == 3 and tob[2] == "8")
         if tob:
             subtype = "inpatient" if tob[1] in "12" else "outpatient"
@@ -482,7 +485,7 @@ class Mapper:
             system = c.DIAGNOSIS_TYPE if dx_type in ("principal", "admitting") else c.C4BB_DIAGNOSIS
             entry: dict[str, Any] = {
                 "sequence": len(eob_dx) + 1,
-                "diagnosisCodeableConcept": _cc(c.ICD10CM, code),
+                "diagnosisCodeableConcept": _cc(dx_system, code),
                 "type": [_cc(system, dx_type)],
             }
             if poa and tob:
@@ -495,7 +498,7 @@ class Mapper:
                     "resourceType": "Condition",
                     "meta": _meta(None),
                     "category": [_cc(c.CONDITION_CATEGORY, "encounter-diagnosis")],
-                    "code": _cc(c.ICD10CM, code),
+                    "code": _cc(dx_system, code),
                     "subject": subject,
                     "encounter": enc_ref,
                 }
@@ -518,12 +521,12 @@ class Mapper:
                 {
                     "sequence": len(eob_px) + 1,
                     "type": [_cc(c.C4BB_PROCEDURE, "principal" if n == 0 else "other")],
-                    "procedureCodeableConcept": _cc(c.ICD10PCS, code),
+                    "procedureCodeableConcept": _cc(px_system, code),
                 }
             )
             out.append(
                 self._procedure(
-                    ("pcs", claim_id, code), c.ICD10PCS, code, subject, enc_ref, claim_period, void
+                    ("pcs", claim_id, code), px_system, code, subject, enc_ref, claim_period, void
                 )
             )
         if eob_px:

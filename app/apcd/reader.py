@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from app.apcd.layout import DETAIL_TYPES, Layout, RecordLayout
-from app.apcd.validate import parse_date
+from app.apcd.validate import ICD9_FORMATS, parse_date
 
 __all__ = ["Envelope", "FileRejected", "LineError", "ParsedLine", "lines", "scan"]
 
@@ -211,6 +211,9 @@ def lines(
     type_id = fields[-1].field_id
     paid_pos = rl.positions.get(PAID_DATE.get(env.file_type, ""))
     skip = {env.header_line, env.trailer_line, env.column_row_line}
+    # an "ICD Version Indicator" of 9 switches the ICD-10 checks to ICD-9-CM
+    icd_pos = next((i for i, f in enumerate(fields) if f.name == "ICD Version Indicator"), None)
+    icd9 = {i: ICD9_FORMATS[f.format] for i, f in enumerate(fields) if f.format in ICD9_FORMATS}
     with env.path.open("rb") as f:
         for n, (raw, long_line) in enumerate(_physical_lines(f), start=1):
             if n <= after_line or n in skip or not raw.strip():
@@ -236,7 +239,8 @@ def lines(
                 errors.append(
                     LineError(name, n, type_id, f"record type {kind}, the file is {env.file_type}")
                 )
-            for f_, v in zip(fields, values, strict=True):
+            coded_icd9 = icd_pos is not None and values[icd_pos] == "9"
+            for i, (f_, v) in enumerate(zip(fields, values, strict=True)):
                 if not v:
                     if f_.required:
                         errors.append(LineError(name, n, f_.field_id, "required element is empty"))
@@ -246,7 +250,7 @@ def lines(
                         LineError(name, n, f_.field_id, f"longer than {f_.max_length} characters")
                     )
                 elif f_.check is not None:
-                    reason = f_.check(v)
+                    reason = icd9[i](v) if coded_icd9 and i in icd9 else f_.check(v)
                     if reason:
                         errors.append(LineError(name, n, f_.field_id, reason))
             if paid_pos is not None and not errors:

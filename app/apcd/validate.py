@@ -8,6 +8,8 @@ Code formats (CDL stores codes without punctuation):
 - ICD-10-PCS procedure: exactly 7 characters from 0-9 and A-Z without I and O.
 - CPT / HCPCS Level II: 5 digits, 4 digits + F/T/U (CPT Category II, III, PLA), or a letter
   A-V + 4 digits (HCPCS). CDT (dental): D + 4 digits.
+- ICD-9-CM (claims whose ICD Version Indicator is 9, v2.1 back-files): diagnoses 3-5 digits,
+  V + 2-4 digits or E8nn-E9nn (+ 1 digit); procedures 2-4 digits.
 - NDC: 11 digits (the 5-4-2 billing form, no hyphens).
 - NPI: 10 digits starting 1 or 2 whose Luhn check digit, computed over the prefix 80840 + the
   first 9 digits, matches the 10th (CMS NPI check-digit rule).
@@ -19,7 +21,7 @@ import re
 from collections.abc import Callable
 from datetime import date
 
-__all__ = ["Check", "compile_format", "npi_is_valid", "parse_date"]
+__all__ = ["ICD9_FORMATS", "Check", "compile_format", "npi_is_valid", "parse_date"]
 
 Check = Callable[[str], "str | None"]
 
@@ -88,6 +90,8 @@ _FORMATS: dict[str, Check] = {
     "decimal": _pattern(r"-?\d+(\.\d+)?", "decimal number"),
     "icd10cm": _pattern(r"[A-Z]\d[0-9A-Z]{1,5}", "ICD-10-CM code"),
     "icd10pcs": _pattern(r"[0-9A-HJ-NP-Z]{7}", "ICD-10-PCS code"),
+    "icd9cm": _pattern(r"\d{3,5}|V\d{2,4}|E[89]\d{2,3}", "ICD-9-CM diagnosis code"),
+    "icd9pcs": _pattern(r"\d{2,4}", "ICD-9-CM procedure code"),
     "cpt_hcpcs": _pattern(r"\d{4}[0-9FTU]|[A-V]\d{4}", "CPT or HCPCS code"),
     "cdt": _pattern(r"D\d{4}", "CDT code"),
     "ndc": _pattern(r"\d{11}", "NDC (11 digits)"),
@@ -118,3 +122,8 @@ def compile_format(fmt: str) -> Check | None:
         return _FORMATS[fmt]
     except KeyError:
         raise ValueError(f"unknown format {fmt!r}") from None
+
+
+# A claim whose ICD Version Indicator element is "9" is coded in ICD-9-CM: its ICD-10 elements
+# are checked as these instead.
+ICD9_FORMATS = {"icd10cm": _FORMATS["icd9cm"], "icd10pcs": _FORMATS["icd9pcs"]}

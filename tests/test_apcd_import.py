@@ -22,7 +22,7 @@ from app.auth.policy import AccessPolicy, ScopeGrant
 from app.db import Database
 from app.fhir.models import validate_resource
 from app.store.repository import FhirRepository
-from app.store.tables import apcd_claim, apcd_import, resource, resource_history
+from app.store.tables import apcd_claim, apcd_import, metadata, resource, resource_history
 from tests.apcd_files import NPI_A, NPI_B, NPI_C, cdl_file, medical, member, record
 from tests.conftest import FHIR_BASE
 
@@ -583,3 +583,45 @@ async def test_icd9_coded_claims_from_older_files(db, tmp_path):
     assert {c["system"] for c in codings} == {"http://hl7.org/fhir/sid/icd-9-cm"}
     px = eob["procedure"][0]["procedureCodeableConcept"]["coding"][0]
     assert px == {"system": "http://hl7.org/fhir/sid/icd-9-cm", "code": "3606"}
+
+
+async def test_validation_in_a_worker_process_stores_the_same(db, tmp_path, monkeypatch):
+    monkeypatch.setattr(importer_module, "BULK_MAX", 7)  # several chunks in flight per batch
+    claims = [medical(f"W{n}", line, member_id=f"M{n % 5}") for n in range(30) for line in (1, 2)]
+    path = cdl_file(tmp_path / "mc.txt", "MC", claims)
+    result = await importer(
+        db, validation_workers=1, worker_min_lines=1, batch_lines=25
+    ).import_file(path)
+    assert (result.loaded, result.rejected) == (60, 0)
+    pooled = {
+        (e["resourceType"], e["id"]): {k: v for k, v in e.items() if k != "meta"}
+        for rtype in ("ExplanationOfBenefit", "Encounter", "Condition", "Procedure", "Patient")
+        for e in await stored(db, rtype)
+    }
+    async with db.write() as conn:  # start over, and import in-process
+        for table in reversed(metadata.sorted_tables):
+            await conn.execute(table.delete())
+    await importer(db, validation_workers=0, batch_lines=25).import_file(path)
+    inline = {
+        (e["resourceType"], e["id"]): {k: v for k, v in e.items() if k != "meta"}
+        for rtype in ("ExplanationOfBenefit", "Encounter", "Condition", "Procedure", "Patient")
+        for e in await stored(db, rtype)
+    }
+    assert pooled == inline and len(pooled) == 30 + 30 + 30 + 60 + 5
+
+
+async def test_a_worker_validation_failure_skips_only_that_record(db, tmp_path, monkeypatch):
+    original = Mapper.claim
+
+    def broken_for_c2(self, rows, patient_id):
+        picture = original(self, rows, patient_id)
+        if picture.claim_id == "C2":
+            picture.resources[0][2]["created"] = "not a date"
+        return picture
+
+    monkeypatch.setattr(Mapper, "claim", broken_for_c2)
+    path = cdl_file(tmp_path / "mc.txt", "MC", [medical(f"C{n}") for n in range(1, 5)])
+    imp = importer(db, validation_workers=1, worker_min_lines=1)
+    result = await imp.import_file(path)
+    assert (result.loaded, result.rejected) == (3, 1)
+    assert [(e.line, e.field_id) for e in result.errors] == [(3, "-")]

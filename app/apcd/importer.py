@@ -26,10 +26,13 @@ Guarantees (issue 5; reliability notes §1.5):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from typing import Any
 
 import orjson
@@ -66,6 +69,10 @@ class ImportOptions:
     batch_lines: int = 2000
     dry_run: bool = False
     link_rules: tuple[LinkRule, ...] = ()
+    # New resources are validated in this many worker processes while the importer goes on
+    # (0: in the importer's own process), for files of at least worker_min_lines lines.
+    validation_workers: int = 1
+    worker_min_lines: int = 5000
 
 
 @dataclass(slots=True)
@@ -110,6 +117,11 @@ class _Context:
     bulk: list[Res] | None = None
     bulk_claims: set[str] = field(default_factory=set)
     bulk_keys: set[str] = field(default_factory=set)
+    pool: ProcessPoolExecutor | None = None
+    # bulk chunks sent to the pool for validation, inserted once validated, in order
+    pending: list[tuple[list[Res], asyncio.Future[tuple[int, str] | None]]] = field(
+        default_factory=list
+    )
 
 
 class ApcdImporter:
@@ -164,7 +176,14 @@ class ApcdImporter:
                 result.seconds = time.perf_counter() - started
                 return result
             start_after = journal.lines_done
-        await self._run(ctx, result, start_after)
+            workers = self.options.validation_workers
+            if workers > 0 and env.record_count - start_after >= self.options.worker_min_lines:
+                ctx.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        try:
+            await self._run(ctx, result, start_after)
+        finally:
+            if ctx.pool is not None:
+                ctx.pool.shutdown(wait=True, cancel_futures=True)
         if not self.options.dry_run:
             kept = await self._stored_errors(ctx.import_id, path.name, limit=MAX_ERRORS_KEPT)
             result.errors = [err for _row_id, err in kept]
@@ -267,6 +286,7 @@ class ApcdImporter:
         ctx.bulk = None if careful else []
         ctx.bulk_claims.clear()
         ctx.bulk_keys.clear()
+        ctx.pending = []
         async with self.repo.transaction() as tx:
             await self._put(tx, ctx, result, *ctx.mapper.payer_organization())
             for unit in units:
@@ -281,7 +301,8 @@ class ApcdImporter:
                 else:
                     await self._apply(tx, ctx, result, unit)
                     if ctx.bulk is not None and len(ctx.bulk) >= BULK_MAX:
-                        await self._flush_bulk(tx, ctx, result)  # bounds memory per batch
+                        # bounds memory per batch; with a pool, validation runs meanwhile
+                        await self._flush_bulk(tx, ctx, result, wait=False)
                 result.loaded += len(unit.rows)
             await self._flush_bulk(tx, ctx, result)
             if errors:
@@ -450,14 +471,43 @@ class ApcdImporter:
                 .values(**values)
             )
 
-    async def _flush_bulk(self, tx: WriteSession, ctx: _Context, result: FileResult) -> None:
-        if not ctx.bulk:
-            return
-        items, ctx.bulk = ctx.bulk, []
-        ctx.bulk_claims.clear()
-        ctx.bulk_keys.clear()
+    async def _flush_bulk(
+        self, tx: WriteSession, ctx: _Context, result: FileResult, *, wait: bool = True
+    ) -> None:
+        """Store the resources waiting for a bulk insert. With a validation pool the chunk is
+        sent there and inserted once validated; `wait` inserts every pending chunk now (the
+        caller is about to touch one of them, or the batch is ending)."""
+        if ctx.bulk:
+            items, ctx.bulk = ctx.bulk, []
+            if ctx.pool is not None:
+                blobs = [orjson.dumps(body) for _t, _i, body in items]
+                future = asyncio.get_running_loop().run_in_executor(
+                    ctx.pool, validate_bodies, blobs
+                )
+                ctx.pending.append((items, future))
+            else:
+                await self._insert_bulk(tx, ctx, result, items, validated=False)
+        while ctx.pending and (wait or len(ctx.pending) > 2):
+            items, future = ctx.pending.pop(0)
+            problem = await future
+            if problem is not None:  # the batch is redone with a savepoint per record
+                raise Unprocessable(f"{items[problem[0]][0]} failed validation: {problem[1]}")
+            await self._insert_bulk(tx, ctx, result, items, validated=True)
+        if wait:
+            ctx.bulk_claims.clear()
+            ctx.bulk_keys.clear()
+
+    async def _insert_bulk(
+        self,
+        tx: WriteSession,
+        ctx: _Context,
+        result: FileResult,
+        items: list[Res],
+        *,
+        validated: bool,
+    ) -> None:
         try:
-            await tx.create_many(items)
+            await tx.create_many(items, validated=validated)
         except Conflict:  # some exist after all: one by one, comparing with what is stored
             for res in items:
                 await self._put(tx, ctx, result, *res)
@@ -635,6 +685,16 @@ class ApcdImporter:
 class _Journal:
     status: str
     lines_done: int
+
+
+def validate_bodies(blobs: list[bytes]) -> tuple[int, str] | None:
+    """In a worker process: the first body that fails validation, (index, diagnostics)."""
+    for i, blob in enumerate(blobs):
+        try:
+            validate_resource(orjson.loads(blob))
+        except Unprocessable as exc:
+            return i, exc.issues[0].diagnostics if exc.issues else exc.diagnostics
+    return None
 
 
 def _bulk_add(ctx: _Context, res: Res) -> None:

@@ -183,19 +183,27 @@ class WriteSession:
         )
 
     async def create_many(
-        self, items: Sequence[tuple[str, str, dict[str, Any]]]
+        self, items: Sequence[tuple[str, str, dict[str, Any]]], *, validated: bool = False
     ) -> list[StoredResource]:
         """Create resources whose ids the caller chose and knows to be unused (bulk loads).
 
         Each resource is checked, validated and indexed as `create` does, but the rows of all
         of them go in with one multi-row statement per table. If any id is taken, nothing of
         this call is written and Conflict is raised; the transaction itself stays usable.
+        `validated=True` is for internal callers that already ran every body through
+        app.fhir.models.validate_resource (in a worker process, say); the policy still applies.
         """
         statements: dict[Any, list[dict[str, Any]]] = {}
         stored = []
         for resource_type, resource_id, body in items:
             patient = self.repo.policy.restriction(resource_type, "c")
-            self._check_body(resource_type, body)
+            if validated:
+                if body.get("resourceType") != resource_type:
+                    raise Invalid(
+                        f"resourceType {body.get('resourceType')!r} is not {resource_type}"
+                    )
+            else:
+                self._check_body(resource_type, body)
             self._check_confined(patient, resource_type, body)
             stamped, content = self._stamp(body, resource_id, 1)
             text = content.decode()

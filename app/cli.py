@@ -110,6 +110,7 @@ def _import_apcd(settings: Settings, args: argparse.Namespace) -> int:
         batch_lines=args.batch_lines or settings.apcd_batch_lines,
         dry_run=args.dry_run,
         link_rules=parse_link_rules(settings.apcd_link_identifiers),
+        validation_workers=settings.apcd_validation_workers,
     )
     if len(options.delimiter) != 1 or options.batch_lines < 1:
         print("--delimiter must be one character and --batch-lines positive", file=sys.stderr)

@@ -11,7 +11,9 @@ Standalone script (not a pytest test). For each size in --lines it:
 3. runs `dxf-bridge import-apcd ME` and then, timed, `dxf-bridge import-apcd MC` as child
    processes, and reads the MC run's wall time and the child's peak RSS (getrusage
    RUSAGE_CHILDREN, i.e. the largest child so far: run one size per invocation if you want
-   the figure per size without doubt; the ME import is much smaller than the MC import);
+   the figure per size without doubt; the ME import is much smaller than the MC import), the
+   CPU time the MC import used (its validation worker included) and the load average: on a
+   shared machine CPU per line moves less than the wall-clock rate;
 4. prints lines/s (the whole MC command: process start, both reader passes, mapping,
    validation, index rows, commits) and peak RSS, and with --json FILE writes them.
 
@@ -61,6 +63,8 @@ def run_once(lines: int, database_url: str | None, workdir: Path, batch: int) ->
         check=True,
         capture_output=True,
     )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     done = subprocess.run(
         [*_cli(), "import-apcd", "--no-progress", str(made.files["MC"])],
@@ -70,7 +74,9 @@ def run_once(lines: int, database_url: str | None, workdir: Path, batch: int) ->
         text=True,
     )
     seconds = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    peak_kib = after.ru_maxrss
     return {
         "backend": "postgresql" if url.startswith("postgres") else "sqlite",
         "mc_lines": made.lines["MC"],
@@ -79,6 +85,10 @@ def run_once(lines: int, database_url: str | None, workdir: Path, batch: int) ->
         "seconds": round(seconds, 2),
         "lines_per_s": round(made.lines["MC"] / seconds, 1),
         "peak_rss_mib": round(peak_kib / 1024, 1),
+        "cpu_seconds": round(cpu, 1),
+        "cpu_ms_per_line": round(1000 * cpu / made.lines["MC"], 2),
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "validation_workers": os.environ.get("DXF_APCD_VALIDATION_WORKERS", "1"),
         "summary": done.stdout.strip().splitlines()[0],
     }
 
@@ -98,12 +108,14 @@ def main() -> int:
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
     print(
-        f"{'backend':<11}{'MC lines':>10}{'MiB':>8}{'seconds':>10}{'lines/s':>10}{'peak RSS':>10}"
+        f"{'backend':<11}{'MC lines':>10}{'MiB':>7}{'seconds':>9}{'lines/s':>9}"
+        f"{'peak RSS':>10}{'CPU s':>8}{'CPU ms/line':>12}  load 1m before/after"
     )
     for r in results:
         print(
-            f"{r['backend']:<11}{r['mc_lines']:>10,}{int(r['mc_bytes']) / 2**20:>8.1f}"
-            f"{r['seconds']:>10}{r['lines_per_s']:>10,}{r['peak_rss_mib']:>9}M"
+            f"{r['backend']:<11}{r['mc_lines']:>10,}{int(r['mc_bytes']) / 2**20:>7.1f}"
+            f"{r['seconds']:>9}{r['lines_per_s']:>9,}{r['peak_rss_mib']:>9}M{r['cpu_seconds']:>8}"
+            f"{r['cpu_ms_per_line']:>12}  {r['load_avg_1m']}"
         )
         print(f"  {r['summary']}")
     if args.json:

@@ -7,12 +7,15 @@ import csv
 import io
 
 import orjson
+import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from app.apcd.report import ProgressBar
 from app.apcd.synth import write_apcd_files
 from app.cli import main
 from app.db import Database
+from app.settings import Settings
 from app.store.tables import apcd_import, resource
 from tests.apcd_files import cdl_file, medical
 
@@ -105,3 +108,21 @@ def test_progress_bar_shows_rate_and_eta():
     assert "lines/s ETA " in text
     assert "[##########] 100% 1,000/1,000 lines" in text
     assert text.endswith("\n")
+
+
+def test_apcd_settings_are_validated(monkeypatch):
+    monkeypatch.setenv("DXF_APCD_LINK_IDENTIFIERS", "CDLME075=http://hl7.org/fhir/sid/us-mbi")
+    monkeypatch.setenv("DXF_APCD_VALIDATION_WORKERS", "0")
+    settings = Settings()
+    assert settings.apcd_link_identifiers.startswith("CDLME075=")
+    assert (settings.apcd_validation_workers, settings.apcd_batch_lines) == (0, 2000)
+    for name, bad in (
+        ("DXF_APCD_LINK_IDENTIFIERS", "CDLMC161=urn:x"),
+        ("DXF_APCD_VALIDATION_WORKERS", "-1"),
+        ("DXF_APCD_DELIMITER", "||"),
+        ("DXF_APCD_BATCH_LINES", "0"),
+    ):
+        with monkeypatch.context() as m:
+            m.setenv(name, bad)
+            with pytest.raises(ValidationError):
+                Settings()

@@ -207,23 +207,26 @@ def write_apcd_files(
     # medical claims
     mc = files["MC"]
     target = medical_lines if medical_lines is not None else members * 6
-    resend: list[tuple[str, list[list[str]]]] = []
+    # claims re-sent at the end, kept as joined lines (bounded: memory stays flat)
+    resend: list[tuple[str, list[str]]] = []
     claim_no = 0
     first_pass = target - target // 8  # room for the replacements and voids sent afterwards
     while mc.count < first_pass:
         claim_no += 1
         lines = _medical_claim(rng, mc, member_ids, demographics, providers, claim_no)
         lines = lines[: max(1, first_pass - mc.count)]
-        if len(resend) < 50_000 and rng.random() < 0.07:
-            resend.append(("V" if len(resend) % 3 == 1 else "R", [list(v) for v in lines]))
+        if len(resend) < 10_000 and rng.random() < 0.07:
+            kind = "V" if len(resend) % 3 == 1 else "R"
+            resend.append((kind, ["|".join(v) for v in lines]))
         for v in lines:
             if rng.random() < bad_share:
                 _break(rng, mc, v)
             mc.write(v)
-    for kind, lines in resend:
-        if mc.count + len(lines) > target:
+    for kind, joined in resend:
+        if mc.count + len(joined) > target:
             continue
-        for v in lines:
+        for text in joined:
+            v = text.split("|")
             mc.set(v, "007", int(v[mc.pos["007"]]) + 1)
             mc.set(v, "160", kind)
             if kind == "R":

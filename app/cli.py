@@ -145,7 +145,19 @@ def _import_apcd(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await db.dispose()
 
-    results = asyncio.run(run())
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        results = asyncio.run(run())
+    except DBAPIError as exc:
+        # no statement text or parameters: they can hold values from the files
+        print(
+            f"database error ({type(exc.orig).__name__}); is the database reachable and migrated "
+            "(dxf-bridge migrate)? Batches committed before the error stay, and running the "
+            "same command again resumes.",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if any(r.status == "rejected" for r in results) else 0
 
 

@@ -126,3 +126,11 @@ def test_apcd_settings_are_validated(monkeypatch):
             m.setenv(name, bad)
             with pytest.raises(ValidationError):
                 Settings()
+
+
+def test_an_unmigrated_database_gets_a_clear_answer(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DXF_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    path = cdl_file(tmp_path / "mc.txt", "MC", [medical("C1")])
+    assert main(["import-apcd", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "database error (OperationalError)" in err and "dxf-bridge migrate" in err

@@ -72,6 +72,13 @@ PAYMENT_TYPE = "http://terminology.hl7.org/CodeSystem/ex-paymenttype"
 ORG_TYPE = "http://terminology.hl7.org/CodeSystem/organization-type"
 
 GENDER = {"M": "male", "F": "female", "U": "unknown"}
+# Where each claim file carries its member (element suffixes; "" = not carried):
+# member id, last name, first name, gender, birth date, ZIP code.
+CLAIM_MEMBER_FIELDS = {
+    "MC": ("161", "020", "021", "018", "019", "022"),
+    "PC": ("068", "020", "021", "018", "019", "022"),
+    "DC": ("034", "", "", "010", "011", ""),
+}
 # X12 individual relationship codes -> subscriber-relationship (others -> other).
 RELATIONSHIP_CODES = {"18": "self", "01": "spouse", "19": "child", "20": "self", "53": "spouse"}
 

@@ -187,16 +187,17 @@ class Mapper:
 
     def claim_patient(self, patient_id: str, r: Row) -> Res:
         """The Patient a claim's own member fields describe (used only when none exists)."""
-        member = r["161"] or r["068"] or r["034"]
-        zip_code = r["022"]
+        member, family, given, gender, birth, zip_code = (
+            r[s] for s in c.CLAIM_MEMBER_FIELDS[self.kind]
+        )
         return self.member_patient(
             patient_id,
             member,
-            family=r["020"] if self.rl.record_type != "DC" else "",
-            given=[r["021"]] if self.rl.record_type != "DC" else [],
-            gender=r["018"] if self.rl.record_type != "DC" else r["010"],
-            birth=r["019"] if self.rl.record_type != "DC" else r["011"],
-            address={"postalCode": zip_code} if zip_code and self.rl.record_type != "DC" else None,
+            family=family,
+            given=[given],
+            gender=gender,
+            birth=birth,
+            address={"postalCode": zip_code} if zip_code else None,
         )
 
     def _coverage_ref(self, member_id: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     apcd_delimiter: str = Field(default="|", min_length=1, max_length=1)
     apcd_batch_lines: int = Field(default=2000, ge=1, le=100_000)
     apcd_link_identifiers: str = ""
-    apcd_validation_workers: int = Field(default=1, ge=0, le=16)
+    apcd_validation_workers: int = Field(default=0, ge=0, le=16)
 
     @field_validator("base_url")
     @classmethod

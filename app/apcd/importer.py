@@ -71,7 +71,7 @@ class ImportOptions:
     link_rules: tuple[LinkRule, ...] = ()
     # New resources are validated in this many worker processes while the importer goes on
     # (0: in the importer's own process), for files of at least worker_min_lines lines.
-    validation_workers: int = 1
+    validation_workers: int = 0
     worker_min_lines: int = 5000
 
 

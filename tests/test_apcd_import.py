@@ -625,3 +625,26 @@ async def test_a_worker_validation_failure_skips_only_that_record(db, tmp_path, 
     result = await imp.import_file(path)
     assert (result.loaded, result.rejected) == (3, 1)
     assert [(e.line, e.field_id) for e in result.errors] == [(3, "-")]
+
+
+async def test_a_claim_for_an_unknown_member_describes_its_patient(db, tmp_path):
+    dc = [
+        record(
+            "DC",
+            f005="D1",
+            f006=1,
+            f007=0,
+            f010="M",
+            f011="19700102",
+            f012="20240320",
+            f013="20240301",
+            f016="D0120",
+            f034="NEW1",
+        )
+    ]
+    await importer(db).import_file(cdl_file(tmp_path / "dc.txt", "DC", dc))
+    (patient,) = await stored(db, "Patient")
+    assert (patient["gender"], patient["birthDate"]) == ("male", "1970-01-02")
+    assert patient["identifier"][0]["value"] == "NEW1"
+    (eob,) = await stored(db, "ExplanationOfBenefit")
+    assert eob["patient"]["reference"] == f"Patient/{patient['id']}"

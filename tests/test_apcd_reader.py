@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +182,29 @@ def test_an_overlong_line_is_a_line_error_and_is_never_held_whole(tmp_path, monk
     (tmp_path / "nolf.txt").write_bytes(b"HD|" + b"Y" * 100_000)
     with pytest.raises(FileRejected):
         scan(tmp_path / "nolf.txt", LAYOUT)
+
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "apcd-cdl-fields.csv"
+
+
+@pytest.mark.skipif(not REFERENCE.is_file(), reason="the shared CDL data dictionary is not here")
+def test_the_shipped_layout_is_what_the_generator_makes_from_the_data_dictionary():
+    spec = importlib.util.spec_from_file_location(
+        "gen_apcd_layout", Path(__file__).resolve().parents[1] / "scripts" / "gen_apcd_layout.py"
+    )
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    with gen.OUT.open(newline="", encoding="utf-8") as f:
+        shipped = list(csv.reader(f))
+    assert shipped == [gen.COLUMNS, *gen.build(REFERENCE)]
+    # and the ME/MC/PC ids, names and lengths are the dictionary's
+    with REFERENCE.open(newline="", encoding="utf-8") as f:
+        reference = {
+            r["field_id"]: (r["name"], r["max_length"])
+            for r in csv.DictReader(f)
+            if r["file_type"] in ("ME", "MC", "PC")
+        }
+    for row in shipped[1:]:
+        if row[0] in ("ME", "MC", "PC"):
+            assert reference[row[1]] == (row[2], row[4])

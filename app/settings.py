@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.apcd.links import parse_link_rules
+
 __all__ = ["Settings", "async_database_url"]
 
 
@@ -61,6 +63,11 @@ class Settings(BaseSettings):
     hl7_identifier_system_prefix: str = "urn:dxf-bridge:v2:assigning-authority:"
     hl7_application: str = "DXF-BRIDGE"
     hl7_facility: str = "DXF"
+    apcd_layout: str = "3.0.1"
+    apcd_delimiter: str = Field(default="|", min_length=1, max_length=1)
+    apcd_batch_lines: int = Field(default=2000, ge=1, le=100_000)
+    apcd_link_identifiers: str = ""
+    apcd_validation_workers: int = Field(default=0, ge=0, le=16)
 
     @field_validator("base_url")
     @classmethod
@@ -98,6 +105,12 @@ class Settings(BaseSettings):
         if self.mllp_tls_client_ca_file is not None and self.mllp_tls_cert_file is None:
             raise ValueError("DXF_MLLP_TLS_CLIENT_CA_FILE needs DXF_MLLP_TLS_CERT_FILE")
         return self
+
+    @field_validator("apcd_link_identifiers")
+    @classmethod
+    def _link_rules(cls, value: str) -> str:
+        parse_link_rules(value)
+        return value
 
     @model_validator(mode="after")
     def _page_sizes(self) -> Settings:

@@ -17,6 +17,10 @@
     oauth_refresh         refresh tokens (hashed), rotated on every use
     oauth_revoked         ids (jti) of revoked access tokens, until they expire
     audit_event           one row per FHIR access or denial, served as AuditEvent
+    apcd_import           APCD-CDL import journal: one row per file (by SHA-256), checkpointed
+    apcd_import_error     the line-level errors of an import (file line, element id, reason)
+    apcd_member           which Patient a payer's member id maps to (own, or linked)
+    apcd_claim            the current version of each imported claim and the resources it made
 
 The small key-only tables are WITHOUT ROWID on SQLite: the row lives in the key's b-tree, so a
 write touches one structure fewer. (Not `resource`: its rows are large, which SQLite advises
@@ -53,6 +57,10 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 __all__ = [
     "RawJson",
     "audit_event",
+    "apcd_claim",
+    "apcd_import",
+    "apcd_import_error",
+    "apcd_member",
     "conditional_key",
     "hl7_message",
     "metadata",
@@ -341,4 +349,63 @@ audit_event = Table(
     UniqueConstraint("event_id"),
     Index(None, "recorded"),
     Index(None, "patient", "seq"),
+)
+
+
+# ---- APCD-CDL import (app/apcd) ------------------------------------------------------------
+# Written in the same transaction as the resources of each batch, so a checkpoint never runs
+# ahead of (or behind) what is stored.
+
+apcd_import = Table(
+    "apcd_import",
+    metadata,
+    Column("import_id", String(64), primary_key=True),  # the file's SHA-256, hex
+    Column("file_name", Text, nullable=False),
+    Column("file_type", String(2), nullable=False),
+    Column("layout", String(32), nullable=False),
+    Column("submitter", String(16), nullable=False),
+    Column("payer", String(16), nullable=False),
+    Column("period", String(16), nullable=False),
+    Column("record_count", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # running | complete
+    Column("lines_done", Integer, nullable=False),  # every line up to here is handled
+    Column("lines_read", Integer, nullable=False),
+    Column("loaded", Integer, nullable=False),
+    Column("rejected", Integer, nullable=False),
+    Column("created", Integer, nullable=False),
+    Column("updated", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+apcd_import_error = Table(
+    "apcd_import_error",
+    metadata,
+    Column("row_id", _Id, primary_key=True, autoincrement=True),
+    Column("import_id", String(64), nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("field_id", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Index(None, "import_id", "line"),
+)
+
+apcd_member = Table(
+    "apcd_member",
+    metadata,
+    Column("namespace", String(64), primary_key=True),  # submitter|payer
+    Column("member_id", String(64), primary_key=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("linked", Boolean, nullable=False),  # True: a Patient from another source
+    sqlite_with_rowid=False,
+)
+
+apcd_claim = Table(
+    "apcd_claim",
+    metadata,
+    Column("namespace", String(64), primary_key=True),  # submitter|payer|file type
+    Column("claim_id", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("digest", String(64), nullable=False),  # SHA-256 of the version's lines
+    Column("voided", Boolean, nullable=False),
+    Column("resources", Text, nullable=False),  # JSON list of "Type/id"
 )

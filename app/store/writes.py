@@ -6,7 +6,7 @@ rows in the same transaction, race-free conditional create) and the access rules
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -243,6 +243,64 @@ class WriteSession:
             resource_type, existing, {**body, "id": existing}, if_match=if_match
         )
 
+    async def create_many(
+        self, items: Sequence[tuple[str, str, dict[str, Any]]], *, validated: bool = False
+    ) -> list[StoredResource]:
+        """Create resources whose ids the caller chose and knows to be unused (bulk loads).
+
+        Each resource is checked, validated and indexed as `create` does, but the rows of all
+        of them go in with one multi-row statement per table. If any id is taken, nothing of
+        this call is written and Conflict is raised; the transaction itself stays usable.
+        `validated=True` is for internal callers that already ran every body through
+        app.fhir.models.validate_resource (in a worker process, say); the policy still applies.
+        """
+        statements: dict[Any, list[dict[str, Any]]] = {}
+        stored = []
+        for resource_type, resource_id, body in items:
+            patient = self.repo.policy.restriction(resource_type, "c")
+            if validated:
+                if body.get("resourceType") != resource_type:
+                    raise Invalid(
+                        f"resourceType {body.get('resourceType')!r} is not {resource_type}"
+                    )
+            else:
+                self._check_body(resource_type, body)
+            self._check_confined(patient, resource_type, body)
+            stamped, content = self._stamp(body, resource_id, 1)
+            text = content.decode()
+            statements.setdefault(q.INSERT_RESOURCE, []).append(
+                {
+                    "res_type": resource_type,
+                    "res_id": resource_id,
+                    "version": 1,
+                    "last_updated": self.now,
+                    "deleted": False,
+                    "content": text,
+                }
+            )
+            statements.setdefault(q.INSERT_HISTORY, []).append(
+                {
+                    "res_type": resource_type,
+                    "res_id": resource_id,
+                    "version": 1,
+                    "last_updated": self.now,
+                    "method": "POST",
+                    "content": text,
+                }
+            )
+            for statement, rows in self._index_params(resource_type, resource_id, stamped):
+                statements.setdefault(statement, []).extend(rows)
+            stored.append(StoredResource(resource_type, resource_id, 1, self.now, content))
+        if not stored:
+            return stored
+        try:
+            async with self.conn.begin_nested():
+                for statement, rows in statements.items():
+                    await self.conn.execute(statement, rows)
+        except IntegrityError:
+            raise Conflict("a resource id given for a bulk create is already taken") from None
+        return stored
+
     async def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
         """Logical delete; returns the deletion version, or None if already deleted."""
         patient = self.repo.policy.restriction(resource_type, "d")
@@ -415,6 +473,15 @@ class WriteSession:
     ) -> None:
         if not fresh:
             await self._drop_index(resource_type, resource_id, keep_compartment=False)
+        for statement, rows in self._index_params(resource_type, resource_id, body):
+            self.conn.defer(statement, rows)
+
+    def _index_params(
+        self, resource_type: str, resource_id: str, body: dict[str, Any]
+    ) -> list[tuple[Any, list[dict[str, Any]]]]:
+        """(statement, parameter rows) for the index and compartment rows of a resource."""
+        out: list[tuple[Any, list[dict[str, Any]]]] = []
+        owner = {"res_type": resource_type, "res_id": resource_id}
         present = present_fields(body)
         for statement, columns, rows in (
             (q.INSERT_TOKEN, ("param", "system", "value"), token_rows(body, present)),
@@ -432,19 +499,21 @@ class WriteSession:
             ),
         ):
             if rows:
-                owner = {"res_type": resource_type, "res_id": resource_id}
-                self.conn.defer(
-                    statement, [{**owner, **dict(zip(columns, row, strict=True))} for row in rows]
+                out.append(
+                    (statement, [{**owner, **dict(zip(columns, row, strict=True))} for row in rows])
                 )
         patients = patient_ids_of(body, self.repo.base_url)
         if patients:
-            self.conn.defer(
-                q.INSERT_COMPARTMENT,
-                [
-                    {"patient_id": p, "res_type": resource_type, "res_id": resource_id}
-                    for p in sorted(patients)
-                ],
+            out.append(
+                (
+                    q.INSERT_COMPARTMENT,
+                    [
+                        {"patient_id": p, "res_type": resource_type, "res_id": resource_id}
+                        for p in sorted(patients)
+                    ],
+                )
             )
+        return out
 
     async def _drop_index(
         self, resource_type: str, resource_id: str, *, keep_compartment: bool

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""APCD-CDL import benchmark: lines/s end to end and peak memory of `dxf-bridge import-apcd`.
+
+Standalone script (not a pytest test). For each size in --lines it:
+
+1. writes seeded synthetic files with `dxf-bridge synth apcd` logic (app.apcd.synth): a medical
+   claims (MC) file of exactly that many lines and the eligibility (ME) file of its members
+   (one member per 20 claim lines, 1% deliberately bad lines);
+2. migrates a fresh database (SQLite in a temporary directory, or --database-url, which must be
+   an empty database: the script does not drop anything);
+3. runs `dxf-bridge import-apcd ME` and then, timed, `dxf-bridge import-apcd MC` as child
+   processes, and reads the MC run's wall time and the child's peak RSS (getrusage
+   RUSAGE_CHILDREN, i.e. the largest child so far: run one size per invocation if you want
+   the figure per size without doubt; the ME import is much smaller than the MC import), the
+   CPU time the MC import used (its validation worker included) and the load average: on a
+   shared machine CPU per line moves less than the wall-clock rate;
+4. prints lines/s (the whole MC command: process start, both reader passes, mapping,
+   validation, index rows, commits) and peak RSS, and with --json FILE writes them.
+
+Examples:
+  .venv/bin/python bench/apcd_bench.py --lines 20000
+  .venv/bin/python bench/apcd_bench.py --lines 20000 \
+      --database-url postgresql://postgres@127.0.0.1:5432/dxf_apcd_bench
+
+Synthetic data only; nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.apcd.synth import write_apcd_files  # noqa: E402
+
+
+def _cli() -> list[str]:
+    exe = Path(sys.executable).with_name("dxf-bridge")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "app.cli"]
+
+
+def run_once(lines: int, database_url: str | None, workdir: Path, batch: int) -> dict[str, object]:
+    data = workdir / f"data-{lines}"
+    made = write_apcd_files(
+        data, members=max(10, lines // 20), seed=42, bad_share=0.01, medical_lines=lines
+    )
+    url = database_url or f"sqlite:///{workdir / f'bench-{lines}.db'}"
+    env = {**os.environ, "DXF_DATABASE_URL": url, "DXF_APCD_BATCH_LINES": str(batch)}
+    subprocess.run([*_cli(), "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [*_cli(), "import-apcd", "--no-progress", str(made.files["ME"])],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [*_cli(), "import-apcd", "--no-progress", str(made.files["MC"])],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    peak_kib = after.ru_maxrss
+    return {
+        "backend": "postgresql" if url.startswith("postgres") else "sqlite",
+        "mc_lines": made.lines["MC"],
+        "bad_lines": made.bad_lines["MC"],
+        "mc_bytes": made.files["MC"].stat().st_size,
+        "seconds": round(seconds, 2),
+        "lines_per_s": round(made.lines["MC"] / seconds, 1),
+        "peak_rss_mib": round(peak_kib / 1024, 1),
+        "cpu_seconds": round(cpu, 1),
+        "cpu_ms_per_line": round(1000 * cpu / made.lines["MC"], 2),
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "validation_workers": os.environ.get("DXF_APCD_VALIDATION_WORKERS", "1"),
+        "summary": done.stdout.strip().splitlines()[0],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, nargs="+", default=[20_000])
+    parser.add_argument("--database-url", help="an EMPTY PostgreSQL database (default SQLite)")
+    parser.add_argument("--batch-lines", type=int, default=2000)
+    parser.add_argument("--json", type=Path, help="write the results as JSON")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="apcd-bench-") as tmp:
+        for n in args.lines:
+            results.append(run_once(n, args.database_url, Path(tmp), args.batch_lines))
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
+    print(
+        f"{'backend':<11}{'MC lines':>10}{'MiB':>7}{'seconds':>9}{'lines/s':>9}"
+        f"{'peak RSS':>10}{'CPU s':>8}{'CPU ms/line':>12}  load 1m before/after"
+    )
+    for r in results:
+        print(
+            f"{r['backend']:<11}{r['mc_lines']:>10,}{int(r['mc_bytes']) / 2**20:>7.1f}"
+            f"{r['seconds']:>9}{r['lines_per_s']:>9,}{r['peak_rss_mib']:>9}M{r['cpu_seconds']:>8}"
+            f"{r['cpu_ms_per_line']:>12}  {r['load_avg_1m']}"
+        )
+        print(f"  {r['summary']}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,6 +25,21 @@ async def test_concurrent_conditional_puts_all_apply(client, auth, db):
     assert versions == 8  # every body became a version: none was silently dropped
 
 
+async def test_concurrent_updates_as_create_of_one_id_all_apply(client, auth, db):
+    """Concurrent PUTs creating the same client-chosen id: one creates, the others find it and
+    update it (a collision on the insert is retried as an update, never a 500)."""
+    bodies = [{**patient("race-4", name=[{"family": f"F{i}"}]), "id": "race-4"} for i in range(8)]
+    responses = await asyncio.gather(
+        *(client.put("/Patient/race-4", json=b, headers={**auth, **FHIR_JSON}) for b in bodies)
+    )
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [201], [
+        r.text for r in responses if r.status_code >= 300
+    ]
+    async with db.read() as conn:
+        versions = await conn.scalar(select(func.count()).select_from(resource_history))
+    assert versions == 8
+
+
 async def test_patient_token_cannot_write_into_another_compartment(client, auth, make_token):
     a = (await client.post("/Patient", json=patient("A"), headers={**auth, **FHIR_JSON})).json()
     b = (await client.post("/Patient", json=patient("B"), headers={**auth, **FHIR_JSON})).json()

@@ -28,6 +28,9 @@ _rc = resource_compartment.c
 READ = select(_r.res_type, _r.res_id, _r.version, _r.last_updated, _r.deleted, _r.content).where(
     _r.res_type == bindparam("rtype"), _r.res_id == bindparam("rid")
 )
+STATE = Prepared(
+    select(_r.deleted).where(_r.res_type == bindparam("rtype"), _r.res_id == bindparam("rid"))
+)
 READ_IN_COMPARTMENT = READ.where(
     exists(
         select(1).where(

@@ -186,8 +186,7 @@ class WriteSession:
                     )
                 self._check_confined(policy.restriction(resource_type, "c"), resource_type, body)
                 try:
-                    async with self.conn.begin_nested():
-                        stored = await self._insert(resource_type, resource_id, body)
+                    stored = await self._insert_claiming(resource_type, resource_id, body)
                 except IntegrityError:
                     continue  # created concurrently: update it instead
                 return WriteResult(stored, created=True)
@@ -355,14 +354,25 @@ class WriteSession:
     async def _insert_new(
         self, resource_type: str, resource_id: str, body: dict[str, Any]
     ) -> StoredResource:
-        """Insert under a savepoint: a client-chosen id taken meanwhile is a 409, not a 500."""
+        """Insert a client-chosen id: one taken meanwhile is a 409, not a 500."""
         try:
-            async with self.conn.begin_nested():
-                return await self._insert(resource_type, resource_id, body, fresh_id=False)
+            return await self._insert_claiming(resource_type, resource_id, body)
         except IntegrityError:
             raise Conflict(
                 f"{resource_type}/{resource_id} was created concurrently; retry the request"
             ) from None
+
+    async def _insert_claiming(
+        self, resource_type: str, resource_id: str, body: dict[str, Any]
+    ) -> StoredResource:
+        """Insert an id that someone else may insert at the same time: the resource row goes
+        in at once, so a collision raises IntegrityError here and leaves the transaction
+        usable. PostgreSQL needs a savepoint for that; on SQLite a failed statement undoes
+        only itself (and write transactions never overlap), so the savepoint is skipped."""
+        if self.repo.db.is_sqlite:
+            return await self._insert(resource_type, resource_id, body, fresh_id=False)
+        async with self.conn.begin_nested():
+            return await self._insert(resource_type, resource_id, body, fresh_id=False)
 
     def _check_body(self, resource_type: str, body: dict[str, Any]) -> None:
         if body.get("resourceType") != resource_type:
@@ -382,12 +392,7 @@ class WriteSession:
 
     async def _state(self, resource_type: str, resource_id: str) -> str | None:
         """'live', 'deleted', or None when the id was never used."""
-        r = resource.c
-        row = (
-            await self.conn.execute(
-                select(r.deleted).where(r.res_type == resource_type, r.res_id == resource_id)
-            )
-        ).first()
+        row = (await self.conn.execute(q.STATE, q.key(resource_type, resource_id))).first()
         if row is None:
             return None
         return "deleted" if row.deleted else "live"

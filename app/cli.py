@@ -1,4 +1,4 @@
-"""The `dxf-bridge` command: serve, migrate, token, mllp, ingest-hl7, hl7."""
+"""The `dxf-bridge` command: serve, migrate, token, mllp, ingest-hl7, hl7, conformance."""
 
 from __future__ import annotations
 
@@ -61,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="every message in status error (and received ones left by a crash)",
     )
 
+    conformance = sub.add_parser(
+        "conformance", help="check a FHIR server against its own CapabilityStatement"
+    )
+    _conformance_arguments(conformance)
+
     args = parser.parse_args(argv)
     settings = Settings()
     if args.command == "serve":
@@ -87,7 +92,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "token":
         return _token(settings, args)
+    if args.command == "conformance":
+        from conformance.cli import run as run_conformance
+
+        return run_conformance(args)
     return 2
+
+
+def _conformance_arguments(parser: argparse.ArgumentParser) -> None:
+    # the kit is a client of the server, shipped beside it: imported only for this command
+    from conformance.cli import add_arguments
+
+    add_arguments(parser)
 
 
 def _safe_url(url: str) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from conformance import rules
 from conformance.checks.common import expect_outcome, is_bundle
-from conformance.context import Context
-from conformance.fixtures import fixtures
+from conformance.client import Reply
+from conformance.context import Check, Context
+from conformance.fixtures import Fixtures, fixtures
+from conformance.samples import SAMPLES
 
 __all__ = ["run"]
 
@@ -61,7 +63,7 @@ async def run(ctx: Context) -> None:
     await _include(ctx, fx)
 
 
-async def _paging(ctx: Context, c, pa: str, pb: str) -> None:  # type: ignore[no-untyped-def]
+async def _paging(ctx: Context, c: Check, pa: str, pb: str) -> None:
     r = await ctx.client.get("Patient", params={"_id": f"{pa},{pb}", "_count": "1"})
     c.saw(r)
     if not (
@@ -84,44 +86,39 @@ async def _paging(ctx: Context, c, pa: str, pb: str) -> None:  # type: ignore[no
         c.ok()
 
 
-async def _include(ctx: Context, fx) -> None:  # type: ignore[no-untyped-def]
+async def _include(ctx: Context, fx: Fixtures) -> None:
+    """Per sample type: T?_id=A&_include=T:p brings Patient A (not B), for each reference
+    parameter p whose A value points at Patient A; Patient?_id=A&_revinclude=T:p brings T's A."""
     caps = ctx.capabilities
-    obs = fx.pairs.get("Observation")
-    c = ctx.check("include", "Observation?_include=Observation:subject", rules.INCLUDE)
-    if obs is None:
-        c.skip(fx.problems.get("Observation", "no sample Observations"))
-    elif "Observation:subject" not in caps.includes("Observation"):
-        c.skip("Observation:subject is not in the statement's searchInclude")
-    else:
-        r = await ctx.client.get(
-            "Observation", params={"_id": obs[0], "_include": "Observation:subject"}
+    checked = 0
+    for rtype, (a, b) in sorted(fx.pairs.items()):
+        for name, (value, _) in sorted(SAMPLES[rtype].values.items()):
+            if value != "Patient/{PA}" or caps.search_params(rtype).get(name) != "reference":
+                continue
+            spec = f"{rtype}:{name}"
+            if spec in caps.includes(rtype):
+                checked += 1
+                c = ctx.check(f"include.{spec}", f"{rtype}?_include={spec}", rules.INCLUDE)
+                r = await ctx.client.get(rtype, params={"_id": a, "_include": spec})
+                _judge_include(c, r, f"{rtype}/{a}", f"Patient/{fx.pa}", f"Patient/{fx.pb}")
+            if spec in caps.revincludes("Patient"):
+                checked += 1
+                c = ctx.check(f"revinclude.{spec}", f"Patient?_revinclude={spec}", rules.INCLUDE)
+                r = await ctx.client.get("Patient", params={"_id": fx.pa, "_revinclude": spec})
+                _judge_include(c, r, f"Patient/{fx.pa}", f"{rtype}/{a}", f"{rtype}/{b}")
+    if not checked:
+        why = fx.problems.get("Patient") or (
+            "no sample type's reference parameter is in searchInclude or searchRevInclude"
         )
-        c.saw(r)
-        if (
-            c.expect(r.status == 200, f"status {r.status}, expected 200")
-            and c.expect(f"Observation/{obs[0]}" in r.ids(), "the match is missing")
-            and c.expect(f"Patient/{fx.pa}" in r.ids("include"), "the subject was not included")
-            and c.expect(f"Patient/{fx.pb}" not in r.ids(None), "an unrelated Patient came too")
-        ):
-            c.ok()
-    c = ctx.check("revinclude", "Patient?_revinclude=Observation:subject", rules.INCLUDE)
-    if obs is None:
-        c.skip(fx.problems.get("Observation", "no sample Observations"))
-    elif "Observation:subject" not in caps.revincludes("Patient"):
-        c.skip("Observation:subject is not in Patient's searchRevInclude")
-    else:
-        r = await ctx.client.get(
-            "Patient", params={"_id": fx.pa, "_revinclude": "Observation:subject"}
-        )
-        c.saw(r)
-        if (
-            c.expect(r.status == 200, f"status {r.status}, expected 200")
-            and c.expect(f"Patient/{fx.pa}" in r.ids(), "the match is missing")
-            and c.expect(
-                f"Observation/{obs[0]}" in r.ids("include"), "the Observation was not included"
-            )
-            and c.expect(
-                f"Observation/{obs[1]}" not in r.ids(None), "another Patient's Observation came"
-            )
-        ):
-            c.ok()
+        ctx.check("include", "_include and _revinclude", rules.INCLUDE).skip(why)
+
+
+def _judge_include(c: Check, r: Reply, match: str, included: str, unrelated: str) -> None:
+    c.saw(r)
+    if (
+        c.expect(r.status == 200, f"status {r.status}, expected 200")
+        and c.expect(match in r.ids(), f"the match {match} is missing")
+        and c.expect(included in r.ids("include"), f"{included} was not included")
+        and c.expect(unrelated not in r.ids(None), f"the unrelated {unrelated} came too")
+    ):
+        c.ok()

@@ -2,8 +2,9 @@
 
 `_LyingServer` is a small FHIR server written here that claims more than it does: it declares
 the Patient `family` search parameter and ignores it, declares `delete` on Observation and
-answers 405, and answers errors (unknown id, missing token) without an OperationOutcome. Each
-lie must come back as a failed check, and the honest parts as passes.
+answers 405, answers errors (unknown id, missing token) without an OperationOutcome, ignores
+`_count`, and claims the US Core Patient profile without its required searches. Each lie must
+come back as a failed check, and the honest parts as passes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from conformance import Outcome, Report, run_kit
 BASE = "http://liar.test/fhir"
 TOKEN = "let-me-in"
 FHIR = "application/fhir+json"
+_US_CORE_PATIENT = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"
 
 
 def _statement() -> dict[str, Any]:
@@ -52,6 +54,8 @@ def _statement() -> dict[str, Any]:
                         "searchParam": patient_params
                         if t == "Patient"
                         else [{"name": "_id", "type": "token"}],
+                        # lie: US Core Patient needs identifier, name, birthdate searches
+                        "supportedProfile": [_US_CORE_PATIENT] if t == "Patient" else [],
                     }
                     for t in ("Observation", "Patient")
                 ],
@@ -214,3 +218,21 @@ async def test_every_failure_carries_its_evidence_and_rule(report: Report) -> No
     for r in failures:
         assert r.evidence, r.id
         assert r.rule.url.startswith("https://hl7.org/fhir/"), r.id
+
+
+async def test_an_ignored_count_fails_paging(report: Report) -> None:
+    results = {r.id: r for r in report.results}
+    assert results["http.paging"].outcome is Outcome.FAIL
+    assert results["http.if-match"].outcome is Outcome.PASS
+
+
+async def test_a_us_core_claim_without_its_required_searches_fails(report: Report) -> None:
+    outcomes = _outcomes(report)
+    assert outcomes["us-core.Patient.identifier"] is Outcome.FAIL
+    assert outcomes["us-core.Patient.birthdate+name"] is Outcome.FAIL
+    assert outcomes["us-core.Patient._id"] is Outcome.PASS
+
+
+async def test_what_the_server_would_not_delete_is_reported(report: Report) -> None:
+    assert report.leftovers
+    assert all(ref.startswith("Observation/") for ref in report.leftovers)

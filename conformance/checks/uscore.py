@@ -85,6 +85,8 @@ async def run(ctx: Context) -> None:
             label = "+".join(combo)
             c = ctx.check(f"{rtype}.{label}", f"{rtype}?{label}", rules.US_CORE_SEARCH)
             missing = [p for p in combo if p not in declared]
+            if missing:
+                c.saw(ctx.shared["metadata_reply"])  # the statement is the evidence
             if not c.expect(not missing, f"SHALL parameters not declared: {', '.join(missing)}"):
                 continue
             params = {p: (patient if p == "patient" else _PROBE.get(p, "x")) for p in combo}

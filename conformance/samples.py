@@ -16,7 +16,31 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SAMPLES", "Sample", "fill"]
+__all__ = ["PATIENT_COMPARTMENT", "SAMPLES", "Sample", "fill"]
+
+# The sample types in the R4 Patient compartment
+# (https://hl7.org/fhir/R4/compartmentdefinition-patient.html): Patient/$everything must return
+# their A resources. Device, Practitioner, Organization, Location, Medication are not in it.
+PATIENT_COMPARTMENT = frozenset(
+    {
+        "AllergyIntolerance",
+        "CarePlan",
+        "CareTeam",
+        "Condition",
+        "Coverage",
+        "DiagnosticReport",
+        "DocumentReference",
+        "Encounter",
+        "Goal",
+        "Immunization",
+        "MedicationRequest",
+        "Observation",
+        "Procedure",
+        "RelatedPerson",
+        "ServiceRequest",
+        "Specimen",
+    }
+)
 
 _SYS = "urn:dxf-bridge:conformance"
 _LOINC = "http://loinc.org"
@@ -387,5 +411,154 @@ SAMPLES: dict[str, Sample] = {
         url=(f"{_SYS}/ValueSet/a", f"{_SYS}/ValueSet/b"),
         status=("active", "retired"),
         name=("AlphaSet", "BetaSet"),
+    ),
+    "RelatedPerson": _pair(
+        "RelatedPerson",
+        {
+            "identifier": _ident("ident-a"),
+            "active": True,
+            "patient": {"reference": "Patient/{PA}"},
+            "name": [{"family": "Ashcombe"}],
+            "gender": "female",
+        },
+        {
+            "identifier": _ident("ident-b"),
+            "active": False,
+            "patient": {"reference": "Patient/{PB}"},
+            "name": [{"family": "Blackwood"}],
+            "gender": "male",
+        },
+        identifier=_IDS[1],
+        active=("true", "false"),
+        patient=("Patient/{PA}", "Patient/{PB}"),
+        name=("Ashcombe", "Blackwood"),
+        gender=("female", "male"),
+    ),
+    "CarePlan": _pair(
+        "CarePlan",
+        {
+            "identifier": _ident("ident-a"),
+            "status": "active",
+            "intent": "plan",
+            "subject": {"reference": "Patient/{PA}"},
+            "period": {"start": "2018-01-15", "end": "2018-01-15"},
+        },
+        {
+            "identifier": _ident("ident-b"),
+            "status": "completed",
+            "intent": "order",
+            "subject": {"reference": "Patient/{PB}"},
+            "period": {"start": "2022-01-15", "end": "2022-01-15"},
+        },
+        identifier=_IDS[1],
+        status=("active", "completed"),
+        intent=("plan", "order"),
+        subject=("Patient/{PA}", "Patient/{PB}"),
+        patient=("Patient/{PA}", "Patient/{PB}"),
+        date=("2018-01-15", "2022-01-15"),
+    ),
+    "CareTeam": _pair(
+        "CareTeam",
+        {
+            "identifier": _ident("ident-a"),
+            "status": "active",
+            "subject": {"reference": "Patient/{PA}"},
+        },
+        {
+            "identifier": _ident("ident-b"),
+            "status": "inactive",
+            "subject": {"reference": "Patient/{PB}"},
+        },
+        identifier=_IDS[1],
+        status=("active", "inactive"),
+        subject=("Patient/{PA}", "Patient/{PB}"),
+        patient=("Patient/{PA}", "Patient/{PB}"),
+    ),
+    "Specimen": _pair(
+        "Specimen",
+        {
+            "identifier": _ident("ident-a"),
+            "status": "available",
+            "type": _cc(_SNOMED, "119297000"),
+            "subject": {"reference": "Patient/{PA}"},
+            "collection": {"collectedDateTime": "2019-02-03"},
+        },
+        {
+            "identifier": _ident("ident-b"),
+            "status": "unavailable",
+            "type": _cc(_SNOMED, "122575003"),
+            "subject": {"reference": "Patient/{PB}"},
+            "collection": {"collectedDateTime": "2023-02-03"},
+        },
+        identifier=_IDS[1],
+        status=("available", "unavailable"),
+        type=(f"{_SNOMED}|119297000", f"{_SNOMED}|122575003"),
+        subject=("Patient/{PA}", "Patient/{PB}"),
+        patient=("Patient/{PA}", "Patient/{PB}"),
+        collected=("2019-02-03", "2023-02-03"),
+    ),
+    "Device": _pair(
+        "Device",
+        {
+            "identifier": _ident("ident-a"),
+            "status": "active",
+            "patient": {"reference": "Patient/{PA}"},
+            "manufacturer": "Acme Devices",
+        },
+        {
+            "identifier": _ident("ident-b"),
+            "status": "inactive",
+            "patient": {"reference": "Patient/{PB}"},
+            "manufacturer": "Brightline Medical",
+        },
+        identifier=_IDS[1],
+        status=("active", "inactive"),
+        patient=("Patient/{PA}", "Patient/{PB}"),
+        manufacturer=("Acme Devices", "Brightline Medical"),
+    ),
+    "DocumentReference": _pair(
+        "DocumentReference",
+        {
+            "identifier": _ident("ident-a"),
+            "status": "current",
+            "type": _cc(_LOINC, "34133-9"),
+            "subject": {"reference": "Patient/{PA}"},
+            "date": "2020-06-07T10:00:00Z",
+            "content": [{"attachment": {"contentType": "text/plain", "url": "urn:kit:a"}}],
+        },
+        {
+            "identifier": _ident("ident-b"),
+            "status": "superseded",
+            "type": _cc(_LOINC, "18842-5"),
+            "subject": {"reference": "Patient/{PB}"},
+            "date": "2023-06-07T10:00:00Z",
+            "content": [{"attachment": {"contentType": "text/plain", "url": "urn:kit:b"}}],
+        },
+        identifier=_IDS[1],
+        status=("current", "superseded"),
+        type=(f"{_LOINC}|34133-9", f"{_LOINC}|18842-5"),
+        subject=("Patient/{PA}", "Patient/{PB}"),
+        patient=("Patient/{PA}", "Patient/{PB}"),
+        date=("2020-06-07", "2023-06-07"),
+    ),
+    "Coverage": _pair(
+        "Coverage",
+        {
+            "identifier": _ident("ident-a"),
+            "status": "active",
+            "beneficiary": {"reference": "Patient/{PA}"},
+            "payor": [{"reference": "Patient/{PA}"}],
+        },
+        {
+            "identifier": _ident("ident-b"),
+            "status": "cancelled",
+            "beneficiary": {"reference": "Patient/{PB}"},
+            "payor": [{"reference": "Patient/{PB}"}],
+        },
+        identifier=_IDS[1],
+        status=("active", "cancelled"),
+        beneficiary=("Patient/{PA}", "Patient/{PB}"),
+        patient=("Patient/{PA}", "Patient/{PB}"),
+        payor=("Patient/{PA}", "Patient/{PB}"),
     ),
 }

@@ -12,7 +12,7 @@ from conformance.checks.common import is_bundle
 from conformance.context import Context
 from conformance.fixtures import fixtures
 from conformance.model import Rule
-from conformance.samples import SAMPLES
+from conformance.samples import PATIENT_COMPARTMENT
 
 __all__ = ["run"]
 
@@ -37,15 +37,12 @@ async def _everything(ctx: Context) -> None:
     if not fx.pa:
         c.skip(fx.problems.get("Patient", "no sample Patients"))
         return
-    wanted = {f"Patient/{fx.pa}"} | {f"{t}/{a}" for t, (a, _) in fx.pairs.items() if t != "Patient"}
-    unwanted = {f"Patient/{fx.pb}"}
-    # only resources whose A points at the first Patient belong in its compartment
-    compartment = {
-        ref
-        for ref in wanted
-        if ref.startswith("Patient/") or "{PA}" in str(SAMPLES[ref.split("/")[0]].a)
+    compartment = {f"Patient/{fx.pa}"} | {
+        f"{t}/{a}" for t, (a, _) in fx.pairs.items() if t in PATIENT_COMPARTMENT
     }
-    unwanted |= {f"{t}/{b}" for t, (_, b) in fx.pairs.items() if "{PB}" in str(SAMPLES[t].b)}
+    unwanted = {f"Patient/{fx.pb}"} | {
+        f"{t}/{b}" for t, (_, b) in fx.pairs.items() if t in PATIENT_COMPARTMENT
+    }
     found: set[str] = set()
     url: str | None = f"Patient/{fx.pa}/$everything"
     params: dict[str, str] | None = {"_count": "200"}

@@ -106,7 +106,8 @@ class Context:
     capabilities: Capabilities
     read_only: bool = False
     smart_config: dict[str, Any] | None = None
-    smart_evidence: Evidence | None = None
+    smart_evidence: list[Evidence] = field(default_factory=list)
+    smart_misplaced: bool = False  # found at the server root, not under the FHIR base
     token_evidence: list[Evidence] = field(default_factory=list)
     token_error: str | None = None
     results: list[Result] = field(default_factory=list)

@@ -101,7 +101,7 @@ async def run_kit(
                     continue
                 try:
                     await GROUPS[name].run(ctx)
-                except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+                except (httpx.HTTPError, AttributeError, KeyError, TypeError, ValueError) as exc:
                     ctx.check("aborted", f"group {name} stopped", GROUPS[name].rule).fail(
                         f"the group stopped on {type(exc).__name__}: {exc}"
                     )
@@ -116,9 +116,20 @@ async def run_kit(
 
 async def _discover(ctx: Context, *, client_id: str | None, key: Any, scope: str) -> None:
     reply = await ctx.client.get(".well-known/smart-configuration", authorize=False)
-    ctx.smart_evidence = reply.evidence
+    ctx.smart_evidence.append(reply.evidence)
     if reply.status == 200 and isinstance(reply.body, dict):
         ctx.smart_config = reply.body
+    else:
+        # SMART puts it under the FHIR base; look at the origin's root too, to say so precisely
+        origin = httpx.URL(ctx.client.base_url).copy_with(path="/", query=None)
+        if str(origin).rstrip("/") != ctx.client.base_url:
+            root = await ctx.client.get(
+                str(origin.join(".well-known/smart-configuration")), authorize=False
+            )
+            if root.status == 200 and isinstance(root.body, dict):
+                ctx.smart_evidence.append(root.evidence)
+                ctx.smart_config = root.body
+                ctx.smart_misplaced = True
     if not (client_id and key is not None):
         return
     endpoint = (ctx.smart_config or {}).get("token_endpoint")

@@ -106,3 +106,30 @@ def test_html_report_escapes_what_the_server_said() -> None:
     html = render_html(report)
     assert "<script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_the_kit_exports_what_its_readme_uses() -> None:
+    import conformance
+
+    assert sorted(conformance.__all__) == [
+        "Evidence",
+        "GROUPS",
+        "Outcome",
+        "Report",
+        "Result",
+        "Rule",
+        "render_html",
+        "render_json",
+        "run_kit",
+        "write_report",
+    ]
+    assert list(conformance.GROUPS) == [
+        "capability",
+        "crud",
+        "search",
+        "errors",
+        "http",
+        "operations",
+        "smart",
+        "us-core",
+    ]

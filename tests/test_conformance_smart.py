@@ -175,3 +175,19 @@ async def test_a_refused_assertion_is_a_failed_token_check(client_key: RSAKey) -
     results = _by_id(await _run(_SmartServer(client_key, good_config()), stranger))
     assert results["smart.token"].outcome is Outcome.FAIL
     assert "401" in results["smart.token"].reason
+
+
+async def test_discovery_only_at_the_server_root_is_a_failure_that_says_so(
+    client_key: RSAKey,
+) -> None:
+    server = _SmartServer(client_key, good_config())
+    server.app.router.routes = [
+        Route("/.well-known/smart-configuration", server.discovery)
+        if getattr(r, "path", "") == "/fhir/.well-known/smart-configuration"
+        else r
+        for r in server.app.router.routes
+    ]
+    results = _by_id(await _run(server, client_key))
+    assert results["smart.discovery"].outcome is Outcome.FAIL
+    assert "server root" in results["smart.discovery"].reason
+    assert results["smart.token"].outcome is Outcome.PASS  # the endpoint it names still works

@@ -1,7 +1,8 @@
 """Group `smart`: SMART App Launch 2.x discovery and, with credentials, a backend token request.
 
 https://hl7.org/fhir/smart-app-launch/conformance.html: [base]/.well-known/smart-configuration
-is JSON with `token_endpoint`, `capabilities`, `grant_types_supported` and
+(under the FHIR base; one found only at the server's root is a failure that says so) is JSON
+with `token_endpoint`, `capabilities`, `grant_types_supported` and
 `code_challenge_methods_supported` (S256, never `plain`); `authorization_endpoint` when a
 launch capability is claimed; `issuer` and `jwks_uri` with `sso-openid-connect`;
 `client-confidential-asymmetric` needs private_key_jwt with RS384 or ES384. A server without the
@@ -21,16 +22,20 @@ __all__ = ["run"]
 async def run(ctx: Context) -> None:
     c = ctx.check("discovery", "/.well-known/smart-configuration", rules.SMART_DISCOVERY)
     config = ctx.smart_config
-    if ctx.smart_evidence is not None:
-        c.saw(ctx.smart_evidence)
+    for evidence in ctx.smart_evidence:
+        c.saw(evidence)
     if config is None:
-        c.skip(
-            "the server publishes no SMART discovery document "
-            f"(status {ctx.smart_evidence.status if ctx.smart_evidence else 'none'})"
-        )
+        status = ctx.smart_evidence[0].status if ctx.smart_evidence else "none"
+        c.skip(f"the server publishes no SMART discovery document (status {status})")
         _token_check(ctx, None)
         return
     problems = _discovery_problems(config)
+    if ctx.smart_misplaced:
+        problems.insert(
+            0,
+            "the document is at the server root, not at [FHIR base]/.well-known/"
+            "smart-configuration where SMART App Launch puts it",
+        )
     if c.expect(not problems, "; ".join(problems)):
         c.ok(f"capabilities: {', '.join(config.get('capabilities') or [])}")
     _token_check(ctx, config)

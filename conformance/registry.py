@@ -10,7 +10,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from conformance import rules
-from conformance.checks import capability, crud, errors, http, operations, search, smart, uscore
+from conformance.checks import (
+    capability,
+    crud,
+    errors,
+    http,
+    operations,
+    search,
+    smart,
+    system,
+    uscore,
+)
 from conformance.context import Context
 from conformance.model import Rule
 
@@ -32,6 +42,12 @@ GROUPS: dict[str, Group] = {
             "capability", "the CapabilityStatement at /metadata", capability.run, rules.CAPABILITIES
         ),
         Group("crud", "every declared interaction on every declared type", crud.run, rules.READ),
+        Group(
+            "system",
+            "transaction, batch, system history and search",
+            system.run,
+            rules.TRANSACTION,
+        ),
         Group(
             "search",
             "every declared search parameter, modifiers and prefixes",

@@ -22,28 +22,29 @@ def _search(anchor: str, title: str) -> Rule:
     return Rule("FHIR R4 search", title, f"{_SEARCH}#{anchor}")
 
 
-CAPABILITIES = _http("capabilities", "3.1.0.14 capabilities")
-READ = _http("read", "3.1.0.2 read")
-VREAD = _http("vread", "3.1.0.3 vread")
-UPDATE = _http("update", "3.1.0.4 update")
-DELETE = _http("delete", "3.1.0.7 delete")
-CREATE = _http("create", "3.1.0.8 create")
-SEARCH = _http("search", "3.1.0.9 search")
-HISTORY = _http("history", "3.1.0.12 history")
-VERSIONING = _http("concurrency", "3.1.0.5 managing resource contention (ETag, If-Match)")
-MIME = _http("mime-type", "3.1.0.1.6 content types and encodings")
+CAPABILITIES = _http("capabilities", "capabilities")
+READ = _http("read", "read")
+VREAD = _http("vread", "vread")
+UPDATE = _http("update", "update")
+DELETE = _http("delete", "delete")
+CREATE = _http("create", "create")
+SEARCH = _http("search", "search")
+HISTORY = _http("history", "history")
+TRANSACTION = _http("transaction", "batch and transaction")
+VERSIONING = _http("concurrency", "managing resource contention (ETag, If-Match)")
+MIME = _http("mime-type", "content types and encodings")
 ERRORS = Rule("FHIR R4 http", "error responses carry an OperationOutcome", _HTTP)
 SECURITY = Rule(
     "FHIR R4 security",
     "security: access without credentials is refused",
     "https://hl7.org/fhir/R4/security.html#http",
 )
-SEARCH_TYPES = _search("ptypes", "3.1.1.4 search parameter types")
-MODIFIERS = _search("modifiers", "3.1.1.4.x modifiers")
-PREFIXES = _search("prefix", "3.1.1.4.2 prefixes")
-SEARCH_ERRORS = _search("errors", "3.1.1.3.3 handling errors")
-PAGING = _search("count", "3.1.1.5.5 paging and _count")
-INCLUDE = _search("include", "3.1.1.5.4 _include and _revinclude")
+SEARCH_TYPES = _search("ptypes", "search parameter types")
+MODIFIERS = _search("modifiers", "modifiers")
+PREFIXES = _search("prefix", "prefixes")
+SEARCH_ERRORS = _search("errors", "handling errors")
+PAGING = _search("count", "paging and _count")
+INCLUDE = _search("include", "_include and _revinclude")
 EVERYTHING = Rule(
     "FHIR R4 operation",
     "Patient/$everything",
@@ -51,7 +52,7 @@ EVERYTHING = Rule(
 )
 SMART_DISCOVERY = Rule(
     "SMART App Launch 2",
-    "2.0.x discovery: /.well-known/smart-configuration",
+    "discovery: [base]/.well-known/smart-configuration",
     f"{_SMART}/conformance.html#using-well-known",
 )
 SMART_BACKEND = Rule(

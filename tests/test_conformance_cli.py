@@ -126,6 +126,7 @@ def test_the_kit_exports_what_its_readme_uses() -> None:
     assert list(conformance.GROUPS) == [
         "capability",
         "crud",
+        "system",
         "search",
         "errors",
         "http",

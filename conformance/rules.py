@@ -65,3 +65,8 @@ US_CORE_SEARCH = Rule(
     "required searches (SHALL) per profile's CapabilityStatement entry",
     f"{_USCORE}/CapabilityStatement-us-core-server.html",
 )
+US_CORE_PROFILE = Rule(
+    "US Core 6.1",
+    "profiles: mandatory (min 1) elements",
+    f"{_USCORE}/profiles-and-extensions.html",
+)

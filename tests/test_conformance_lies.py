@@ -177,6 +177,13 @@ def _outcome(status: int) -> Response:
 @pytest.fixture
 async def report() -> Report:
     server = _LyingServer()
+    # lie: claims US Core Patient, but holds a Patient without identifier or gender
+    server.store["Patient/bare"] = {
+        "resourceType": "Patient",
+        "id": "bare",
+        "meta": {"versionId": "1"},
+        "name": [{"family": "Bare"}],
+    }
     return await run_kit(BASE, token=TOKEN, transport=httpx.ASGITransport(app=server.app))
 
 
@@ -231,8 +238,19 @@ async def test_a_us_core_claim_without_its_required_searches_fails(report: Repor
     assert outcomes["us-core.Patient.identifier"] is Outcome.FAIL
     assert outcomes["us-core.Patient.birthdate+name"] is Outcome.FAIL
     assert outcomes["us-core.Patient._id"] is Outcome.PASS
+    results = {r.id: r for r in report.results}
+    assert results["us-core.Patient.mandatory"].outcome is Outcome.FAIL
+    assert "lacks identifier, gender" in results["us-core.Patient.mandatory"].reason
 
 
 async def test_what_the_server_would_not_delete_is_reported(report: Report) -> None:
     assert report.leftovers
     assert all(ref.startswith("Observation/") for ref in report.leftovers)
+
+
+async def test_us_core_mandatory_elements_pass_when_present() -> None:
+    server = _LyingServer()  # holds only the kit's own Patients, which carry all three
+    report = await run_kit(
+        BASE, token=TOKEN, transport=httpx.ASGITransport(app=server.app), only=["us-core"]
+    )
+    assert _outcomes(report)["us-core.Patient.mandatory"] is Outcome.PASS

@@ -45,6 +45,7 @@ PREFIXES = _search("prefix", "prefixes")
 SEARCH_ERRORS = _search("errors", "handling errors")
 PAGING = _search("count", "paging and _count")
 INCLUDE = _search("include", "_include and _revinclude")
+RESULT_PARAMETERS = _search("return", "result parameters: _sort, _summary, _elements")
 EVERYTHING = Rule(
     "FHIR R4 operation",
     "Patient/$everything",

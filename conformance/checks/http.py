@@ -3,10 +3,13 @@
 https://hl7.org/fhir/R4/http.html#mime-type (application/fhir+json), #versioning and
 #concurrency (ETag W/"versionId", If-Match answered 412 when stale), and
 https://hl7.org/fhir/R4/search.html#count (_count pages with a `next` link that leads to the
-rest) and #include (_include / _revinclude, when the statement declares them).
+rest), #include (_include / _revinclude, when the statement declares them), and the result
+parameters #sort, #summary and #elements on the sample Patients.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from conformance import rules
 from conformance.checks.common import expect_outcome, is_bundle
@@ -61,6 +64,8 @@ async def run(ctx: Context) -> None:
         await _paging(ctx, c, fx.pa, fx.pb)
 
     await _include(ctx, fx)
+    if pa and "search-type" in declared and "_id" in params:
+        await _result_parameters(ctx, fx, params)
 
 
 async def _paging(ctx: Context, c: Check, pa: str, pb: str) -> None:
@@ -122,3 +127,54 @@ def _judge_include(c: Check, r: Reply, match: str, included: str, unrelated: str
         and c.expect(unrelated not in r.ids(None), f"the unrelated {unrelated} came too")
     ):
         c.ok()
+
+
+async def _result_parameters(ctx: Context, fx: Fixtures, params: dict[str, str]) -> None:
+    """_sort, _summary=count, _elements on the Patient pair (search.html#sort, #summary,
+    #elements). The statement cannot declare these, so a 400 is a skip; a 200 must be right."""
+    pair = f"{fx.pa},{fx.pb}"
+    a, b = f"Patient/{fx.pa}", f"Patient/{fx.pb}"
+    probes: list[tuple[str, dict[str, str], Any]] = [
+        ("summary-count", {"_summary": "count"}, _counted),
+        ("elements", {"_elements": "gender"}, _trimmed),
+    ]
+    if "birthdate" in params:
+        probes += [
+            ("sort", {"_sort": "birthdate"}, lambda r: _ordered(r, [a, b])),
+            ("sort-descending", {"_sort": "-birthdate"}, lambda r: _ordered(r, [b, a])),
+        ]
+    for label, extra, judge in probes:
+        shown = "&".join(f"{k}={v}" for k, v in extra.items())
+        c = ctx.check(f"result.{label}", f"Patient?_id=A,B&{shown}", rules.RESULT_PARAMETERS)
+        r = await ctx.client.get("Patient", params={"_id": pair, **extra})
+        c.saw(r)
+        if r.status == 400:
+            c.skip("the server refuses this result parameter with 400, as it may")
+            continue
+        if c.expect(r.status == 200, f"status {r.status}, expected 200"):
+            problem = judge(r)
+            if c.expect(problem is None, problem or ""):
+                c.ok()
+
+
+def _counted(r: Reply) -> str | None:
+    total = r.body.get("total") if isinstance(r.body, dict) else None
+    if total != 2:
+        return f"total is {total!r}, expected 2"
+    return "_summary=count returned entries" if r.entries("match") else None
+
+
+def _trimmed(r: Reply) -> str | None:
+    entries = r.entries("match")
+    if len(entries) != 2:
+        return f"{len(entries)} matches, expected 2"
+    if any("name" in e or "birthDate" in e for e in entries):
+        return "elements not asked for (name, birthDate) are still there"
+    if not all("gender" in e for e in entries):
+        return "the element asked for (gender) is missing"
+    return None
+
+
+def _ordered(r: Reply, want: list[str]) -> str | None:
+    got = [f"{e.get('resourceType')}/{e.get('id')}" for e in r.entries("match")]
+    return None if got == want else f"order {got}, expected {want}"

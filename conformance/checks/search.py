@@ -131,8 +131,21 @@ async def _modifiers(pair: _Pair, name: str, kind: str, va: str, vb: str) -> Non
         ]
         if va.swapcase() != va:
             probes.append((f"{name}:exact.case", [(f"{name}:exact", va.swapcase())], "", mod))
+        probes.append((f"{name}.case", [(name, va.swapcase())], "A", rules.SEARCH_TYPES))
     elif kind == "token":
         probes += [(f"{name}:not", [(f"{name}:not", va)], "B", mod)]
+        if "|" in va:
+            system, _, code = va.partition("|")
+            probes.append((f"{name}.code-only", [(name, code)], "A", rules.SEARCH_TYPES))
+            if system and system == vb.partition("|")[0]:
+                probes.append(
+                    (f"{name}.system-only", [(name, f"{system}|")], "AB", rules.SEARCH_TYPES)
+                )
+    elif kind == "reference" and va.startswith("Patient/"):
+        rid = va.removeprefix("Patient/")
+        probes.append((f"{name}:Patient", [(f"{name}:Patient", rid)], "A", mod))
+        if name == "patient":
+            probes.append((f"{name}.id-only", [(name, rid)], "A", rules.SEARCH_TYPES))
     elif kind in ("date", "quantity"):
         pre = rules.PREFIXES
         probes += [
@@ -148,4 +161,6 @@ async def _modifiers(pair: _Pair, name: str, kind: str, va: str, vb: str) -> Non
             (f"{name}:missing.false", [(f"{name}:missing", "false")], "AB", mod),
         ]
     for label, params, wanted, rule in probes:
-        await pair.expect(label, kind, params, wanted, rule, refusable=True)
+        # a modifier or prefix may be refused; a plain form of the parameter's syntax may not
+        refusable = rule is not rules.SEARCH_TYPES
+        await pair.expect(label, kind, params, wanted, rule, refusable=refusable)

@@ -1,7 +1,9 @@
 """The run's report as JSON (machine-readable) or HTML (for a person: summary first, then details).
 
-Every value that came from the server or the command line is HTML-escaped: the report shows
-what a server said, and a hostile server must not be able to script the page.
+Passing checks show their requests and a short response excerpt; failures and skips show
+headers, bodies and the full excerpt. Every value that came from the server or the command
+line is HTML-escaped: the report shows what a server said, and a hostile server must not be
+able to script the page.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def write_report(report: Report, path: Path) -> None:
     else:
         raise ValueError(f"report file must end in .json or .html, not {path.name!r}")
 
+
+_BRIEF = 160  # characters of a passing check's response shown in HTML (JSON keeps 600)
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:80em;color:#222}
@@ -103,16 +107,20 @@ def _detail(r: Result, *, open_: bool = False) -> str:
         f"<code>{e(r.id)}</code>: {e(r.title)}" + (f" &mdash; {e(r.reason)}" if r.reason else "")
     )
     body = [f'<p>Rule: {e(r.rule.source)}, <a href="{e(r.rule.url)}">{e(r.rule.section)}</a></p>']
+    brief = r.outcome is Outcome.PASS  # passes show less: the reader looks at the rest
     for ev in r.evidence:
-        request = f"{ev.method} {ev.url}\n" + "\n".join(
-            f"{k}: {v}" for k, v in ev.request_headers.items()
-        )
-        if ev.request_body:
-            request += f"\n\n{ev.request_body}"
-        response = f"HTTP {ev.status}\n" + "\n".join(
-            f"{k}: {v}" for k, v in ev.response_headers.items()
-        )
-        if ev.response_excerpt:
-            response += f"\n\n{ev.response_excerpt}"
+        request = f"{ev.method} {ev.url}"
+        if not brief:
+            request += "\n" + "\n".join(f"{k}: {v}" for k, v in ev.request_headers.items())
+            if ev.request_body:
+                request += f"\n\n{ev.request_body}"
+        response = f"HTTP {ev.status}"
+        if not brief:
+            response += "\n" + "\n".join(f"{k}: {v}" for k, v in ev.response_headers.items())
+        excerpt = ev.response_excerpt
+        if brief and len(excerpt) > _BRIEF:
+            excerpt = excerpt[:_BRIEF] + " [...]"
+        if excerpt:
+            response += f"\n\n{excerpt}"
         body.append(f"<pre>{e(request)}</pre><pre>{e(response)}</pre>")
     return f"<details{' open' if open_ else ''}><summary>{head}</summary>{''.join(body)}</details>"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
+from joserfc.errors import JoseError
 
 from conformance.model import Outcome
 from conformance.registry import GROUPS
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         key = load_private_key(args.key) if args.key else None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, JoseError) as exc:
         print(f"cannot read the key: {exc}", file=sys.stderr)
         return 2
     try:

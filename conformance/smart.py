@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
 from conformance.model import Evidence
@@ -36,7 +37,7 @@ def load_private_key(path: Path) -> RSAKey | ECKey:
         return ECKey.import_key(data) if data.get("kty") == "EC" else RSAKey.import_key(data)
     try:
         return RSAKey.import_key(raw)
-    except (ValueError, TypeError):  # not an RSA key: try EC, which raises its own error
+    except (JoseError, ValueError, TypeError):  # not an RSA key: try EC, which raises its own
         return ECKey.import_key(raw)
 
 

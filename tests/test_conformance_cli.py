@@ -83,6 +83,13 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert main(["conformance", "http://127.0.0.1:9/fhir", *args]) == 2
 
 
+def test_a_key_file_that_is_no_key_exits_2(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+    args = ["conformance", "http://127.0.0.1:9/fhir", "--client-id", "x", "--key", str(junk)]
+    assert main(args) == 2
+
+
 def test_unreachable_server_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     # port 9 (discard) on loopback: nothing listens there
     assert main(["conformance", "http://127.0.0.1:9/fhir"]) == 2

@@ -15,14 +15,14 @@ import orjson
 import pytest
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import RSAKey
+from joserfc.jwk import ECKey, RSAKey
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from conformance import Outcome, Report, run_kit
-from conformance.smart import ASSERTION_TYPE, load_private_key
+from conformance.smart import ASSERTION_TYPE, client_assertion, load_private_key
 
 BASE = "http://smart.test/fhir"
 TOKEN_URL = "http://smart.test/auth/token"
@@ -191,3 +191,18 @@ async def test_discovery_only_at_the_server_root_is_a_failure_that_says_so(
     assert results["smart.discovery"].outcome is Outcome.FAIL
     assert "server root" in results["smart.discovery"].reason
     assert results["smart.token"].outcome is Outcome.PASS  # the endpoint it names still works
+
+
+def test_an_ec_pem_key_signs_es384_with_the_backend_services_claims(tmp_path: Path) -> None:
+    key = ECKey.generate_key("P-384", private=True)
+    pem = tmp_path / "client.pem"
+    pem.write_bytes(key.as_pem(private=True))
+    loaded = load_private_key(pem)
+    assertion = client_assertion(loaded, client_id=CLIENT_ID, token_endpoint=TOKEN_URL)
+    decoded = jwt.decode(assertion, key, ["ES384"])
+    assert decoded.header["alg"] == "ES384"
+    claims = decoded.claims
+    assert claims["iss"] == claims["sub"] == CLIENT_ID
+    assert claims["aud"] == TOKEN_URL
+    assert 0 < claims["exp"] - time.time() <= 300
+    assert claims["jti"]

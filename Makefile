@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install install-test migrate bench bench-hl7 clean
+.PHONY: run test install install-test migrate bench bench-hl7 conformance-report clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,8 @@ run: install
 
 ## test: install with test extras and run the whole suite
 test: install-test
-	$(BIN)/ruff check app tests migrations bench scripts
-	$(BIN)/ruff format --check app tests migrations bench scripts
+	$(BIN)/ruff check app conformance tests migrations bench scripts
+	$(BIN)/ruff format --check app conformance tests migrations bench scripts
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
@@ -40,6 +40,11 @@ bench: install
 
 bench-hl7: install
 	$(BIN)/python bench/hl7_bench.py
+
+## conformance-report: run the conformance kit against a freshly seeded local dxf-bridge (SQLite,
+## temporary directory, free loopback port) and rewrite docs/conformance-report.html
+conformance-report: install
+	$(BIN)/python scripts/conformance_report.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -1,5 +1,5 @@
 """The `dxf-bridge` command: serve, migrate, analyze, token, mllp, ingest-hl7, hl7, clients,
-users, launch, keys, import-apcd, synth."""
+users, launch, keys, import-apcd, synth, conformance."""
 
 from __future__ import annotations
 
@@ -90,6 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     synth_apcd.add_argument("--medical-lines", type=int, help="MC file size in lines")
     synth_apcd.add_argument("--column-row", action="store_true", help="add a column-name row")
 
+    conformance = sub.add_parser(
+        "conformance", help="check a FHIR server against its own CapabilityStatement"
+    )
+    _conformance_arguments(conformance)
+
     args = parser.parse_args(argv)
     if args.command == "synth":
         return _synth(args)
@@ -124,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _keys(settings, args)
     if args.command == "import-apcd":
         return _import_apcd(settings, args)
+    if args.command == "conformance":
+        from conformance.cli import run as run_conformance
+
+        return run_conformance(args)
     return 2
 
 
@@ -350,6 +359,13 @@ def _import_apcd(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 1
     return 1 if any(r.status == "rejected" for r in results) else 0
+
+
+def _conformance_arguments(parser: argparse.ArgumentParser) -> None:
+    # the kit is a client of the server, shipped beside it: imported only for this command
+    from conformance.cli import add_arguments
+
+    add_arguments(parser)
 
 
 def _safe_url(url: str) -> str:

@@ -87,3 +87,17 @@ async def test_jwks_is_published(client, container):
     keys = r.json()["keys"]
     assert keys[0]["kid"] == container.keys.kid
     assert "d" not in keys[0] and "p" not in keys[0]  # public half only
+
+
+async def test_every_declared_include_and_revinclude_is_accepted(client, auth):
+    cs = (await client.get("/metadata")).json()
+    by_type = {r["type"]: r for r in cs["rest"][0]["resource"]}
+    for rtype in ("Patient", "Observation", "Encounter"):
+        entry = by_type[rtype]
+        assert "Observation:subject" in by_type["Patient"]["searchRevInclude"]
+        for kind in ("searchInclude", "searchRevInclude"):
+            param = "_include" if kind == "searchInclude" else "_revinclude"
+            assert entry[kind], (rtype, kind)
+            for value in entry[kind]:
+                r = await client.get(rtype, params={param: value, "_count": "1"}, headers=auth)
+                assert r.status_code == 200, (rtype, param, value, r.text[:200])

@@ -17,6 +17,7 @@ from app.audit.api import AUDIT_TYPE
 from app.audit.api import SEARCH_PARAMS as AUDIT_SEARCH_PARAMS
 from app.fhir.models import RESOURCE_TYPES
 from app.fhir.search.criteria import search_params
+from app.fhir.search.registry import params_for
 from app.settings import Settings
 
 __all__ = ["capability_statement"]
@@ -53,6 +54,25 @@ _OPERATIONS = {
         "http://hl7.org/fhir/OperationDefinition/Patient-everything",
     ),
 }
+
+
+def _includes(rtype: str) -> tuple[list[str], list[str]]:
+    """`Type:param` for each served reference parameter of `rtype` (_include), and for each
+    served reference parameter of any type that may point at `rtype` (_revinclude)."""
+    includes = sorted(f"{rtype}:{n}" for n, k in search_params(rtype).items() if k == "reference")
+    return includes, list(_revincludes().get(rtype, ()))
+
+
+@lru_cache(maxsize=1)
+def _revincludes() -> dict[str, tuple[str, ...]]:
+    pointing: dict[str, list[str]] = {}
+    for source in sorted(RESOURCE_TYPES):
+        for name, kind in search_params(source).items():
+            if kind != "reference" or name not in params_for(source):
+                continue
+            for target in params_for(source)[name].target:
+                pointing.setdefault(target, []).append(f"{source}:{name}")
+    return {t: tuple(sorted(v)) for t, v in pointing.items()}
 
 
 def capability_statement(routes: Iterable[_Route], settings: Settings) -> dict[str, Any]:
@@ -99,6 +119,9 @@ def _statement(
             entry["searchParam"] = [
                 {"name": name, "type": kind} for name, kind in search_params(rtype).items()
             ]
+            includes, revincludes = _includes(rtype)
+            entry["searchInclude"] = ["*", *includes]
+            entry["searchRevInclude"] = revincludes
         declared = [
             {"name": name, "definition": definition}
             for name, (on_type, definition) in sorted(_OPERATIONS.items())

@@ -1,0 +1,1 @@
+"""The check groups, one module each; `conformance.registry` lists them in running order."""

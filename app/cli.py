@@ -327,11 +327,7 @@ def _import_apcd(settings: Settings, args: argparse.Namespace) -> int:
     progress = ProgressBar() if sys.stderr.isatty() and not args.no_progress else None
 
     async def run() -> list:  # type: ignore[type-arg]
-        db = Database(
-            settings.database_url,
-            pool_size=settings.db_pool_size,
-            sqlite_synchronous=settings.sqlite_synchronous,
-        )
+        db = Database.from_settings(settings)
         try:
             policy = AccessPolicy((ScopeGrant("system", "*", frozenset("cruds")),))
             repo = FhirRepository(db, policy=policy, base_url=settings.fhir_base_url)

@@ -70,11 +70,7 @@ def build_container(settings: Settings, *, db: Database | None = None) -> Contai
     """Everything long-lived, from settings; `db` lets tests share one Database."""
     keys, created = load_or_create_signing_keys(settings.signing_key_file)
     if db is None:
-        db = Database(
-            settings.database_url,
-            pool_size=settings.db_pool_size,
-            sqlite_synchronous=settings.sqlite_synchronous,
-        )
+        db = Database.from_settings(settings)
     validator = TokenValidator(
         keys,
         issuer=settings.issuer,

@@ -38,6 +38,10 @@ class _JsonFormatter(logging.Formatter):
             "resources",
             "transport",
             "peer",
+            # SQLite log checkpoints (app/db.py)
+            "wal_bytes_before",
+            "wal_bytes_after",
+            "busy",
         ):
             if hasattr(record, key):
                 out[key] = getattr(record, key)

@@ -23,11 +23,7 @@ _STALE_RECEIVED = timedelta(minutes=5)  # a `received` row this old was left by 
 
 
 def _database(settings: Settings) -> Database:
-    return Database(
-        settings.database_url,
-        pool_size=settings.db_pool_size,
-        sqlite_synchronous=settings.sqlite_synchronous,
-    )
+    return Database.from_settings(settings)
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:

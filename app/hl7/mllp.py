@@ -194,11 +194,7 @@ async def run_listener(settings: Settings, host: str | None, port: int | None) -
 
     from app.db import Database
 
-    db = Database(
-        settings.database_url,
-        pool_size=settings.db_pool_size,
-        sqlite_synchronous=settings.sqlite_synchronous,
-    )
+    db = Database.from_settings(settings)
     server = MllpServer(Hl7Service(db, settings), settings)
     await server.start(host, port)
     stop = asyncio.Event()

@@ -31,7 +31,7 @@ import sqlite3
 import time
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -92,6 +92,47 @@ class _LoopConnection:
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         return fn(self.sync, *args)
+
+
+class _LazyWrite:
+    """A SQLite write transaction opened by its first statement (Database.write(lazy=True))."""
+
+    __slots__ = ("_conn", "_db", "_stack")
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._stack: AsyncExitStack | None = None
+        self._conn: DbConnection | None = None
+
+    async def _open(self) -> DbConnection:
+        if self._conn is None:
+            self._stack = AsyncExitStack()
+            self._conn = await self._stack.enter_async_context(self._db.write())
+        return self._conn
+
+    async def finish(self, exc: BaseException | None) -> None:
+        """Commit (no exception) or roll back what was opened; nothing if nothing was."""
+        stack, self._stack, self._conn = self._stack, None, None
+        if stack is None:
+            return
+        if exc is None:
+            await stack.aclose()
+        else:
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return await (await self._open()).execute(statement, parameters)
+
+    async def scalar(self, statement: Any, parameters: Any = None) -> Any:
+        return await (await self._open()).scalar(statement, parameters)
+
+    @asynccontextmanager
+    async def begin_nested(self) -> AsyncIterator[None]:
+        async with (await self._open()).begin_nested():
+            yield
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return await (await self._open()).run_sync(fn, *args)
 
 
 def _private_file(path: Path) -> None:
@@ -213,11 +254,26 @@ class Database:
             yield _PgConnection(aconn)
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[DbConnection]:
-        """One write transaction: committed on normal exit, rolled back on any exception."""
+    async def write(self, *, lazy: bool = False) -> AsyncIterator[DbConnection]:
+        """One write transaction: committed on normal exit, rolled back on any exception.
+
+        `lazy=True` (SQLite): the write lock is taken at the transaction's first statement,
+        not on entry, so work done before it (validating and indexing a Bundle's resources,
+        whose rows the repository holds back until commit) runs while other writers write.
+        A lazy transaction that never runs a statement commits nothing and takes no lock.
+        """
         if not self.is_sqlite:
             async with self.engine.begin() as aconn:
                 yield _PgConnection(aconn)
+            return
+        if lazy:
+            deferred = _LazyWrite(self)
+            try:
+                yield deferred
+            except BaseException as exc:
+                await deferred.finish(exc)
+                raise
+            await deferred.finish(None)
             return
         async with self._write_lock:
             with self._sqlite.connect() as conn:

@@ -211,8 +211,12 @@ class FhirRepository:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[WriteSession]:
-        """One atomic unit of work: everything done through the session commits or none does."""
-        async with self.db.write() as conn:
+        """One atomic unit of work: everything done through the session commits or none does.
+
+        The database's write lock is taken at the first statement (Database.write(lazy=True)):
+        creates with server-minted ids hold their rows back until commit, so their validation
+        and indexing run outside the lock."""
+        async with self.db.write(lazy=True) as conn:
             session = WriteSession(self, conn)
             yield session
             await session.flush()

@@ -133,6 +133,8 @@ def _wire(
         revocations=revocations,
         authenticator=Authenticator(validator, revocations, external),
         tokens=tokens,
-        audit=AuditRecorder(db, wait_for_flush=settings.audit_wait_for_flush),
+        audit=AuditRecorder(
+            db, base_url=settings.fhir_base_url, wait_for_flush=settings.audit_wait_for_flush
+        ),
         keys_created=keys_created,
     )

@@ -28,6 +28,7 @@ from sqlalchemy import insert, select, tuple_
 
 from app.auth.policy import Principal
 from app.db import Database, Prepared
+from app.fhir.compartments import patient_ids_of
 from app.store.tables import audit_event, resource_compartment
 
 __all__ = ["AuditEntry", "AuditRecorder", "entry_for_request"]
@@ -135,8 +136,9 @@ def entry_for_request(
 
 
 class AuditRecorder:
-    def __init__(self, db: Database, *, wait_for_flush: bool = True) -> None:
+    def __init__(self, db: Database, *, base_url: str = "", wait_for_flush: bool = True) -> None:
         self._db = db
+        self._base_url = base_url  # the FHIR base, to read absolute references to Patients
         self._wait_for_flush = wait_for_flush
 
     async def record(self, entry: AuditEntry, body: bytes | None = None) -> list[str]:
@@ -160,9 +162,11 @@ class AuditRecorder:
             return []
         if not isinstance(parsed, dict):
             return []
-        resources = [parsed]
-        if parsed.get("resourceType") == "Bundle":
-            resources = [e.get("resource") for e in parsed.get("entry", []) if isinstance(e, dict)]
+        if parsed.get("resourceType") != "Bundle":
+            # one resource (a read or a write): its compartments follow from its references, by
+            # the same rules that filled the compartment table when it was written
+            return sorted(patient_ids_of(parsed, self._base_url))[:_MAX_PATIENTS]
+        resources = [e.get("resource") for e in parsed.get("entry", []) if isinstance(e, dict)]
         keys = {
             (r["resourceType"], r["id"])
             for r in resources

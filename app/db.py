@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections import namedtuple
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, Insert, create_engine, event, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import make_url
@@ -414,6 +415,7 @@ class Prepared:
         pg = statement.compile(dialect=asyncpg_dialect.dialect(), column_keys=column_keys)
         self.pg_sql = str(pg)
         self.pg_param_names = list(pg.positiontup or [])
+        self._unnest: tuple[Any, list[str]] | None | bool = False  # built on first use
         columns = list(getattr(statement, "selected_columns", []))
         self.row_type: Any = (
             namedtuple("Row", [c.key for c in columns], rename=True) if columns else None  # noqa: PYI024
@@ -421,6 +423,14 @@ class Prepared:
         self._results = [
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         ]
+
+    def pg_unnest(self) -> tuple[Any, list[str]] | None:
+        """For a plain INSERT of a table's columns: the same insert as one PostgreSQL
+        statement over arrays (`INSERT ... SELECT * FROM unnest(:c0, :c1, ...)`) and the
+        parameter name behind each array; None for any other statement."""
+        if self._unnest is False:
+            self._unnest = _unnest_insert(self.statement, self.pg_param_names)
+        return self._unnest  # type: ignore[return-value]
 
     def params(self, values: dict[str, Any]) -> list[Any]:
         out = []
@@ -482,6 +492,14 @@ class _PgConnection:
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         if isinstance(statement, Prepared):
+            if isinstance(parameters, list) and len(parameters) > 1:
+                bulk = statement.pg_unnest()
+                if bulk is not None:
+                    # one statement for all the rows: the driver's executemany sends a Bind
+                    # and an Execute per row, and PostgreSQL runs the insert once per row
+                    sql, names = bulk
+                    columns = {f"c{i}": [row[n] for row in parameters] for i, n in enumerate(names)}
+                    return await self.conn.execute(sql, columns)
             statement = statement.statement
         return await self.conn.execute(statement, parameters)
 
@@ -495,6 +513,23 @@ class _PgConnection:
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         return await self.conn.run_sync(fn, *args)
+
+
+def _unnest_insert(statement: Any, names: list[str]) -> tuple[Any, list[str]] | None:
+    if not isinstance(statement, Insert) or statement._returning or statement._post_values_clause:
+        return None
+    table = statement.table
+    if not names or any(n not in table.c for n in names):
+        return None
+    pg = asyncpg_dialect.dialect()
+
+    def array_of(column: Any) -> str:
+        # an array type takes no COLLATE; the column's own collation applies on insert
+        return re.sub(r' COLLATE "[^"]*"', "", column.type.compile(dialect=pg)) + "[]"
+
+    casts = ", ".join(f"CAST(:c{i} AS {array_of(table.c[n])})" for i, n in enumerate(names))
+    columns = ", ".join(f'"{table.c[n].name}"' for n in names)
+    return text(f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM unnest({casts})'), names
 
 
 def _truncate_wal(raw: sqlite3.Connection) -> tuple[int, int, int]:

@@ -15,7 +15,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, literal, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
 
 from app.fhir.search.criteria import (
     CompositeValue,
@@ -45,6 +57,7 @@ __all__ = [
     "Owner",
     "criteria_condition",
     "criterion_condition",
+    "driver_ids",
     "keyset_condition",
     "order_by",
     "sort_expression",
@@ -86,10 +99,7 @@ def criteria_condition(
     drives the search (a compartment), so every criterion is a probe."""
     owner = Owner(criteria.resource_type, resource.c.res_id)
     guard = guard or _open
-    ranked = sorted(range(len(criteria.criteria)), key=lambda i: _rank(criteria.criteria[i]))
-    driver = None if driven or not ranked else ranked[0]
-    if driver is not None and _rank(criteria.criteria[driver]) >= _NEVER_DRIVES:
-        driver = None
+    driver = None if driven else _driver(criteria)
     return and_(
         true(),
         *(
@@ -100,6 +110,32 @@ def criteria_condition(
 
 
 _NEVER_DRIVES = 9
+
+
+def _driver(criteria: Criteria) -> int | None:
+    """The index of the criterion that drives the search: the likeliest-selective one."""
+    ranked = sorted(range(len(criteria.criteria)), key=lambda i: _rank(criteria.criteria[i]))
+    if not ranked or _rank(criteria.criteria[ranked[0]]) >= _NEVER_DRIVES:
+        return None
+    return ranked[0]
+
+
+def driver_ids(
+    criteria: Criteria, guard: Guard | None = None, *, only_kinds: tuple[str, ...] = ()
+) -> Any:
+    """The ids the driving criterion would yield, as a SELECT, or None when no criterion
+    drives (or its kind is not in `only_kinds`, when given) or the driver is not an index
+    lookup. Lets the caller measure how broad the driver is before choosing between an IN
+    list and an ordered scan (app.store.searching)."""
+    driver = _driver(criteria)
+    if driver is None:
+        return None
+    if only_kinds and criteria.criteria[driver].kind not in only_kinds:
+        return None
+    owner = Owner(criteria.resource_type, resource.c.res_id)
+    condition = criterion_condition(criteria.criteria[driver], owner, guard or _open)
+    inner = getattr(getattr(condition, "right", None), "element", None)
+    return inner if isinstance(inner, Select) else None
 
 
 def _rank(criterion: Criterion) -> int:
@@ -345,7 +381,9 @@ def _has(criterion: Criterion, owner: Owner, guard: Guard, probe: bool) -> Colum
         ref.c.res_type == source,
         ref.c.param == criterion.via,
         ref.c.target_type == owner.type,
-        criterion_condition(inner, source_owner, guard),
+        # as a probe, the referring resources of one candidate are few: check each of them
+        # (correlated) rather than list every resource the nested criteria match
+        criterion_condition(inner, source_owner, guard, probe=probe),
         guard(source, source, ref.c.res_id),
     ]
     if probe:

@@ -63,7 +63,14 @@ from app.adapters.deadline import remaining
 from app.adapters.smart_client import TokenSource
 from app.fhir.compartments import patient_ids_of
 
-__all__ = ["FHIR_JSON", "FhirAdapter", "MessageBuilder", "RETRY_STATUSES"]
+__all__ = [
+    "FHIR_JSON",
+    "RETRY_STATUSES",
+    "FhirAdapter",
+    "MessageBuilder",
+    "escape_search_value",
+    "loop_time",
+]
 
 FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -397,6 +404,7 @@ class FhirAdapter:
         budget: int | None = None,
         accept: str = FHIR_JSON,
         parse: bool = True,
+        extra_headers: dict[str, str] | None = None,
     ) -> _Reply:
         """One request with retries; returns a 2xx reply, raises AdapterError otherwise."""
         cfg = self.config
@@ -412,7 +420,9 @@ class FhirAdapter:
                 raise self._error(FailureKind.TIMEOUT, f"no answer to {method} within the deadline")
             retry_after: float | None = None
             try:
-                reply = await self._once(method, url, params, content, accept, cap, left)
+                reply = await self._once(
+                    method, url, params, content, accept, cap, left, extra_headers
+                )
             except AdapterError as err:
                 if not err.retryable or attempt >= cfg.max_attempts:
                     raise
@@ -449,8 +459,9 @@ class FhirAdapter:
         accept: str,
         cap: int,
         left: float,
+        extra_headers: dict[str, str] | None = None,
     ) -> _Reply:
-        headers = {"Accept": accept, **dict(self.config.headers)}
+        headers = {"Accept": accept, **dict(self.config.headers), **(extra_headers or {})}
         if content is not None:
             headers["Content-Type"] = FHIR_JSON
         if self._tokens is not None:
@@ -561,6 +572,16 @@ def _instant(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def loop_time() -> float:
+    """The running loop's clock: what `started` arguments and deadlines are measured in."""
+    return asyncio.get_running_loop().time()
+
+
+def escape_search_value(value: str) -> str:
+    """A token search value with `\\ , $ |` escaped (FHIR R4 search.html#escaping)."""
+    return _escape(value)
 
 
 def _escape(value: str) -> str:

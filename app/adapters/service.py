@@ -1,0 +1,51 @@
+"""The registry's parts wired together: storage, adapter factory, directory, checker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from app.adapters.checks import IntermediaryChecker
+from app.adapters.factory import AdapterFactory
+from app.adapters.fhir import MessageBuilder
+from app.adapters.registry import IntermediaryRegistry, RegistryDirectory
+from app.db import Database
+from app.settings import Settings
+
+__all__ = ["Intermediaries"]
+
+
+@dataclass(slots=True)
+class Intermediaries:
+    registry: IntermediaryRegistry
+    factory: AdapterFactory
+    directory: RegistryDirectory  # the AdapterDirectory federated reads and events use
+    checker: IntermediaryChecker
+
+    @classmethod
+    def build(
+        cls,
+        db: Database,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        message_builder: MessageBuilder | None = None,
+    ) -> Intermediaries:
+        registry = IntermediaryRegistry(db, fhir_base_url=settings.fhir_base_url)
+        timeout = settings.intermediary_timeout_seconds
+        factory = AdapterFactory(
+            timeout_seconds=timeout, message_builder=message_builder, transport=transport
+        )
+        return cls(
+            registry=registry,
+            factory=factory,
+            directory=RegistryDirectory(registry, factory),
+            checker=IntermediaryChecker(
+                registry, factory, timeout_seconds=timeout, transport=transport
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self.directory.aclose()
+        await self.factory.aclose()

@@ -26,7 +26,7 @@ from app.adapters.config import EndpointCredentials
 from app.adapters.factory import AdapterFactory
 from app.adapters.fhir import FhirAdapter
 from app.adapters.health_gorilla import HealthGorillaAdapter
-from app.adapters.manifest_medex import ManifestMedexAdapter, ack_code, parse_mllp_address
+from app.adapters.manifest_medex import ManifestMedexAdapter, parse_mllp_address
 from app.adapters.profiles import endpoint_config, load_profiles, parse_setting
 from app.adapters.smart_client import SmartBackendTokens
 from tests.adapter_kit import BASE, MRN, TOKEN_URL, Sleeps, bundle, endpoint, patient
@@ -265,20 +265,28 @@ def ack(code: str) -> bytes:
     return f"MSH|^~\\&|NET|MMX|A|B|20260102||ACK^A04|9|P|2.5.1\rMSA|{code}|1\r".encode()
 
 
-@pytest.mark.parametrize(("code", "accepted"), [("AA", True), ("CA", True), ("AE", False)])
-async def test_medex_forwards_the_original_message_over_mllp(code, accepted):
+@pytest.mark.parametrize("code", ["AA", "CA"])
+async def test_medex_forwards_the_original_message_over_mllp(code):
     peer = MllpPeer(ack(code))
     async with peer as address:
         receipt = await medex(address).deliver(EVENT)
     assert peer.received == [EVENT.message]
-    assert receipt.accepted is accepted and receipt.detail == code
+    assert receipt.accepted and receipt.detail == code
 
 
-async def test_medex_without_an_ack_is_malformed():
+@pytest.mark.parametrize(("code", "retryable"), [("AE", False), ("AR", True)])
+async def test_medex_refusals_are_outcome_errors(code, retryable):
+    async with MllpPeer(ack(code)) as address:
+        with pytest.raises(AdapterError) as info:
+            await medex(address).deliver(EVENT)
+    assert info.value.kind is FailureKind.OUTCOME and info.value.retryable is retryable
+
+
+async def test_medex_without_an_ack():
     async with MllpPeer(None) as address:
         with pytest.raises(AdapterError) as info:
             await medex(address).deliver(EVENT)
-    assert info.value.kind is FailureKind.MALFORMED
+    assert info.value.kind is FailureKind.UNREACHABLE and info.value.retryable
 
 
 async def test_medex_answer_that_is_not_an_ack():
@@ -318,16 +326,47 @@ async def test_medex_event_without_a_message_is_unsupported():
     assert info.value.kind is FailureKind.UNSUPPORTED
 
 
-def test_mllp_addresses_and_acks():
+def test_mllp_addresses():
     assert parse_mllp_address("mllp://h.example.test:2575") == ("h.example.test", 2575, False)
     assert parse_mllp_address("mllps://h.example.test:6661") == ("h.example.test", 6661, True)
     for bad in ("https://h:1", "mllp://h", "mllp://h:1/path"):
         with pytest.raises(ValueError):
             parse_mllp_address(bad)
-    assert ack_code(ack("AR")) == "AR"
-    assert ack_code(b"MSH|^~\\&|A\rPID|1\r") is None
-    assert ack_code(b"") is None
 
 
 def test_generic_endpoint_helper_still_builds():
     assert endpoint().kind == "fhir"
+
+
+async def test_a_fhir_registration_delivers_da_vinci_notifications(httpx_mock: HTTPXMock):
+    from app.adapters.service import davinci_builder
+
+    httpx_mock.add_response(method="POST", url=f"{BASE}/$process-message", status_code=202)
+    factory = AdapterFactory(message_builder=davinci_builder("https://us.example.test/fhir"))
+    settings = dict([parse_setting("event_channels=fhir-message")])
+    config = endpoint_config("sac", BASE, load_profiles()["sacvalley-medshare"], settings)
+    adapter = factory.build(config, EndpointCredentials())
+    event = AdtEvent(
+        id="evt-7",
+        trigger="A01",
+        kind="admit",
+        occurred_at=datetime(2026, 1, 2, tzinfo=UTC),
+        patient=patient("local-1"),
+        encounter={
+            "resourceType": "Encounter",
+            "id": "enc-1",
+            "status": "in-progress",
+            "class": {"code": "IMP"},
+            "subject": {"reference": "Patient/local-1"},
+        },
+    )
+    try:
+        receipt = await adapter.deliver(event)
+    finally:
+        await factory.aclose()
+    assert receipt.accepted and receipt.detail == "HTTP 202"
+    sent = json.loads(httpx_mock.get_request().content)
+    header = sent["entry"][0]["resource"]
+    assert sent["type"] == "message" and header["resourceType"] == "MessageHeader"
+    assert header["eventCoding"]["code"] == "notification-admit"
+    assert header["destination"][0]["endpoint"] == BASE

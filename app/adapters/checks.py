@@ -31,7 +31,7 @@ import httpx
 from app.adapters.base import AdapterError
 from app.adapters.config import EndpointCredentials, RegisteredEndpoint
 from app.adapters.factory import AdapterFactory
-from app.adapters.manifest_medex import MllpClient, parse_mllp_address
+from app.adapters.manifest_medex import parse_mllp_address, probe
 from app.adapters.profiles import load_profiles
 from app.adapters.registry import (
     CheckRun,
@@ -122,7 +122,7 @@ class IntermediaryChecker:
         if tls and context is None:
             context = ssl.create_default_context()
         try:
-            await MllpClient(host, port, context).probe(timeout=self._timeout)
+            await probe(host, port, context, timeout=self._timeout)
         except TimeoutError:
             return self._failed("mllp.connect", "no connection within the timeout")
         except OSError as exc:

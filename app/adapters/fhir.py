@@ -22,7 +22,8 @@ in app/adapters/qhios.toml, not code. What it does, and the rule each part follo
 - deliver: a Da Vinci unsolicited-notification message Bundle (DXF-23,
   http://hl7.org/fhir/us/davinci-alerts/) POSTed to `[base]/$process-message`
   (https://hl7.org/fhir/R4/messageheader-operation-process-message.html), built by an injected
-  `message_builder`; without one the adapter raises UNSUPPORTED.
+  `message_builder` (the registry injects app/events/davinci.py's); without one, or when the
+  registration does not list the "fhir-message" channel, the adapter raises UNSUPPORTED.
 - Transport: bounded retries with exponential backoff and full jitter on 429/502/503/504 and
   connection errors, honouring `Retry-After` (capped); never a retry that would end after the
   caller's deadline (app/adapters/deadline.py) or the endpoint's own. One refresh of the bearer
@@ -76,7 +77,8 @@ FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _CHUNK = 64 * 1024
 
-MessageBuilder = Callable[[AdtEvent], dict[str, Any]]
+# (event, the receiver's address) -> the notification message Bundle
+MessageBuilder = Callable[[AdtEvent, str], dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -189,7 +191,7 @@ class FhirAdapter:
             raise self._error(
                 FailureKind.UNSUPPORTED, "this endpoint takes no FHIR notification messages"
             )
-        bundle = self._builder(event)
+        bundle = self._builder(event, self._base)
         reply = await self._call(
             "POST", "$process-message", json_body=bundle, started=_now(), accept=FHIR_JSON
         )

@@ -9,12 +9,13 @@ What is public (../shared/reference/requirements.md §1.3-1.4, confidence S):
   (no FHIR search or $everything), so locate() and fetch_record() are UNSUPPORTED.
 
 So this adapter only delivers: it forwards the original ER7 message of an ADT event
-(`AdtEvent.message`) over MLLP (HL7 v3 Transport Specification, MLLP Release 2: a frame is
-<VT> message <FS><CR>; the receiver answers one ACK frame) and reads MSA-1 of the ACK: AA or CA
-is accepted; AE, AR, CE, CR are not (the code is the receipt's detail). The host and port come
-from the registered address `mllp://host:port`; TLS is used for `mllps://` or when a client
-certificate is registered (mutual TLS). Panel submission (patient rosters) is not implemented:
-its format is not public. Nothing of the message is logged or put in an error.
+(`AdtEvent.message`) with the MLLP client of app/hl7/mllp_client.py (HL7 v3 Transport
+Specification, MLLP Release 2; the ACK must echo our MSH-10): AA or CA is a receipt; AE, CE,
+AR, CR are AdapterError `operation-outcome` (AR/CR retryable). The host and port come from the
+registered address `mllp://host:port`; TLS is used for `mllps://` or when TLS files are
+registered (a client certificate: mutual TLS). The registry's check opens a connection (and
+the TLS handshake) and closes it. Panel submission (patient rosters) is not implemented: its
+format is not public. Nothing of the message is logged or put in an error.
 """
 
 from __future__ import annotations
@@ -38,78 +39,37 @@ from app.adapters.base import (
 )
 from app.adapters.config import RegisteredEndpoint
 from app.adapters.deadline import remaining
+from app.hl7.mllp_client import MllpClient, parse_mllp_url
 
-__all__ = ["ManifestMedexAdapter", "MllpClient", "ack_code", "parse_mllp_address"]
+__all__ = ["ManifestMedexAdapter", "parse_mllp_address", "probe"]
 
-VT, FS, CR = b"\x0b", b"\x1c", b"\x0d"
-_MAX_ACK = 1024 * 1024
-_ACCEPTED = frozenset({"AA", "CA"})
+_CONNECT_TIMEOUT = 5.0
 
 
 def parse_mllp_address(address: str) -> tuple[str, int, bool]:
     """`mllp://host:port` or `mllps://host:port` -> (host, port, tls). ValueError otherwise."""
     parts = urlsplit(address)
-    if parts.scheme not in ("mllp", "mllps") or not parts.hostname or parts.port is None:
-        raise ValueError("an MLLP address is mllp://host:port (or mllps:// for TLS)")
-    if parts.path not in ("", "/") or parts.query:
-        raise ValueError("an MLLP address has no path or query")
-    return parts.hostname, parts.port, parts.scheme == "mllps"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("an MLLP address is mllp://host:port (or mllps:// for TLS), no path")
+    return parse_mllp_url(address)
 
 
-def ack_code(ack: bytes) -> str | None:
-    """MSA-1 of an ACK message, or None when there is no MSA segment."""
-    text = ack.decode("latin-1")
-    segments = [s for s in text.replace("\n", "\r").split("\r") if s]
-    if not segments or not segments[0].startswith("MSH") or len(segments[0]) < 4:
-        return None
-    sep = segments[0][3]
-    for segment in segments:
-        fields = segment.split(sep)
-        if fields[0] == "MSA" and len(fields) > 1:
-            return fields[1].strip() or None
-    return None
-
-
-class MllpClient:
-    """One message, one ACK, over a fresh connection (ADT volumes are low; no pooling)."""
-
-    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.host = host
-        self.port = port
-        self.ssl = ssl_context
-
-    async def send(self, message: bytes, *, timeout: float) -> bytes:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(
-                self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
-            )
-            try:
-                writer.write(VT + message + FS + CR)
-                await writer.drain()
-                await reader.readuntil(VT)
-                frame = await reader.readuntil(FS + CR)
-                if len(frame) > _MAX_ACK:
-                    raise ValueError("ACK too large")
-                return frame[: -len(FS + CR)]
-            finally:
-                await _close(writer)
-
-    async def probe(self, *, timeout: float) -> None:
-        """Open and close a connection (TLS handshake included): the registry's check."""
-        async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(
-                self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
-            )
-            await _close(writer)
+async def probe(host: str, port: int, tls: ssl.SSLContext | None, *, timeout: float) -> None:
+    """Open and close a connection (the TLS handshake included): the registry's check."""
+    async with asyncio.timeout(timeout):
+        _, writer = await asyncio.open_connection(
+            host, port, ssl=tls, server_hostname=host if tls else None
+        )
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
 
 
 class ManifestMedexAdapter:
     def __init__(self, config: RegisteredEndpoint, ssl_context: ssl.SSLContext | None = None):
-        host, port, tls = parse_mllp_address(config.address)
-        if tls and ssl_context is None:
-            ssl_context = ssl.create_default_context()
+        parse_mllp_address(config.address)
         self.config = config
-        self.client = MllpClient(host, port, ssl_context)
+        self._tls = ssl_context
 
     def __repr__(self) -> str:
         return f"ManifestMedexAdapter(name={self.name!r})"
@@ -148,32 +108,16 @@ class ManifestMedexAdapter:
         left = remaining(self.config.deadline_seconds)
         if left <= 0:
             raise self._error(FailureKind.TIMEOUT, "no time left before the deadline")
-        try:
-            ack = await self.client.send(event.message, timeout=left)
-        except TimeoutError:
-            raise self._error(FailureKind.TIMEOUT, "no ACK within the deadline") from None
-        except asyncio.IncompleteReadError:
-            detail = "the connection closed before an ACK"
-            raise self._error(FailureKind.MALFORMED, detail) from None
-        except (asyncio.LimitOverrunError, ValueError):
-            raise self._error(FailureKind.OVERSIZED, "the ACK is too large") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise self._error(
-                FailureKind.UNREACHABLE, f"cannot connect ({type(exc).__name__})"
-            ) from None
-        code = ack_code(ack)
-        if code is None:
-            raise self._error(FailureKind.MALFORMED, "the answer is not an HL7v2 ACK")
-        return DeliveryReceipt(accepted=code in _ACCEPTED, detail=code[:2])
+        client = MllpClient(
+            self.config.address,
+            tls=self._tls,
+            connect_timeout=min(left, _CONNECT_TIMEOUT),
+            ack_timeout=left,
+        )
+        return await client.deliver(event.message)
 
     async def aclose(self) -> None:
         return None
 
     def _error(self, kind: FailureKind, detail: str) -> AdapterError:
         return AdapterError(kind, detail, endpoint=self.name)
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(ConnectionError, ssl.SSLError):
-        await writer.wait_closed()

@@ -466,13 +466,15 @@ class FhirAdapter:
         headers = {"Accept": accept, **dict(self.config.headers), **(extra_headers or {})}
         if content is not None:
             headers["Content-Type"] = FHIR_JSON
+        single = self._http.timeout.read  # the client's timeout for one network operation
+        each = left if single is None else min(left, single)
         if self._tokens is not None:
-            headers["Authorization"] = f"Bearer {await self._tokens.token(timeout=left)}"
+            headers["Authorization"] = f"Bearer {await self._tokens.token(timeout=each)}"
         self.requests += 1
         try:
             async with asyncio.timeout(left):
                 request = self._http.build_request(
-                    method, url, params=params, content=content, headers=headers, timeout=left
+                    method, url, params=params, content=content, headers=headers, timeout=each
                 )
                 response = await self._http.send(request, stream=True)
                 try:

@@ -28,7 +28,8 @@ __all__ = [
 ADAPTERS = ("fhir", "health-gorilla", "manifest-medex")
 TRANSPORTS = ("fhir-rest", "hl7v2-mllp")
 _CAPABILITY_FLAGS = ("identifier_search", "patient_match", "everything", "document_reference")
-_LIMITS = {f.name: f.type for f in fields(RegisteredEndpoint)} | {}
+_NOT_LIMITS = {"name", "address", "kind", "capabilities", "headers"}
+_LIMITS = {f.name for f in fields(RegisteredEndpoint)} - _NOT_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,7 @@ def endpoint_config(
         event_channels=frozenset(settings.get("event_channels", base.event_channels)),
         types=frozenset(settings.get("types", base.types)),
     )
-    limits = {k: v for k, v in settings.items() if k in _LIMITS and k not in ("name", "address")}
+    limits = {k: v for k, v in settings.items() if k in _LIMITS}
     return RegisteredEndpoint(
         name=name, address=address, kind=profile.kind, capabilities=capabilities, **limits
     )

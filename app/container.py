@@ -24,6 +24,7 @@ from app.settings import Settings
 from app.store.repository import FhirRepository
 
 if TYPE_CHECKING:
+    from app.adapters.service import Intermediaries
     from app.hl7.service import Hl7Service
 
 __all__ = ["Container", "build_container"]
@@ -45,6 +46,7 @@ class Container:
     login_throttle: LoginThrottle = field(repr=False, default_factory=LoginThrottle)
     keys_created: bool = False
     _hl7: Hl7Service | None = field(default=None, repr=False)
+    _intermediaries: Intermediaries | None = field(default=None, repr=False)
 
     def hl7(self) -> Hl7Service:
         """The HL7v2 ingestion service (journal, mapping, ACKs), built on first use."""
@@ -54,6 +56,15 @@ class Container:
             self._hl7 = Hl7Service(self.db, self.settings)
         return self._hl7
 
+    def intermediaries(self) -> Intermediaries:
+        """The intermediary registry, its adapters and checks (app/adapters), built on first
+        use."""
+        if self._intermediaries is None:
+            from app.adapters.service import Intermediaries
+
+            self._intermediaries = Intermediaries.build(self.db, self.settings)
+        return self._intermediaries
+
     async def authenticate(self, authorization: str | None) -> Principal:
         """The FHIR API's caller, from the Authorization header (401 when not valid)."""
         return await self.authenticator.authenticate(authorization)
@@ -62,6 +73,8 @@ class Container:
         return FhirRepository(self.db, policy=policy, base_url=self.settings.fhir_base_url)
 
     async def close(self) -> None:
+        if self._intermediaries is not None:
+            await self._intermediaries.aclose()
         await self.http.aclose()
         await self.db.dispose()
 

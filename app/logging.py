@@ -42,6 +42,10 @@ class _JsonFormatter(logging.Formatter):
             "wal_bytes_before",
             "wal_bytes_after",
             "busy",
+            # intermediary registry (app/adapters): names and outcomes, never credentials
+            "intermediary",
+            "check_status",
+            "failed",
         ):
             if hasattr(record, key):
                 out[key] = getattr(record, key)

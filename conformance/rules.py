@@ -71,3 +71,32 @@ US_CORE_PROFILE = Rule(
     "profiles: mandatory (min 1) elements",
     f"{_USCORE}/profiles-and-extensions.html",
 )
+US_CORE_SERVER = Rule(
+    "US Core 6.1",
+    "US Core Server: SHALL support US Core Patient and one more profile; instantiates",
+    f"{_USCORE}/CapabilityStatement-us-core-server.html",
+)
+US_CORE_MUST_SUPPORT = Rule(
+    "US Core 6.1",
+    "must support: responders SHALL be capable of populating must-support elements",
+    f"{_USCORE}/must-support.html",
+)
+US_CORE_SEARCH_SYNTAX = Rule(
+    "US Core 6.1",
+    "search: token as code and system|code, reference as id and Type/id",
+    f"{_USCORE}/general-requirements.html#search-syntax",
+)
+
+
+def us_core_profile(title: str, page: str) -> Rule:
+    """A US Core profile's own page (its mandatory and must-support elements)."""
+    return Rule("US Core 6.1", title, page)
+
+
+def us_core_statement(rtype: str) -> Rule:
+    """The US Core Server CapabilityStatement's section for one resource type."""
+    return Rule(
+        "US Core 6.1",
+        f"US Core Server CapabilityStatement: {rtype}",
+        f"{_USCORE}/CapabilityStatement-us-core-server.html#{rtype.lower()}",
+    )

@@ -5,7 +5,10 @@ the value that A has and the value B has. A search for A's value must return A a
 the other way round); this is how the kit tells a served parameter from an ignored one
 (https://hl7.org/fhir/R4/search.html). "{PA}" and "{PB}" stand for the ids of the two Patients
 the kit creates first; A's resources point at the first, B's at the second. Types not listed are
-skipped with that reason: the kit does not guess the required elements of a type.
+skipped with that reason: the kit does not guess the required elements of a type. The bodies
+carry the US Core 6.1 mandatory elements of their type where one profile covers the whole type
+(Encounter.type, CareTeam.participant, Device.type, Coverage.relationship), so a server claiming
+US Core does not fail the `us-core` group on the kit's own data.
 
 Values of date and quantity parameters are ordered (A's below B's) so prefixes can be checked.
 """
@@ -46,6 +49,7 @@ _SYS = "urn:dxf-bridge:conformance"
 _LOINC = "http://loinc.org"
 _SNOMED = "http://snomed.info/sct"
 _UCUM = "http://unitsofmeasure.org"
+_RELATIONSHIP = "http://terminology.hl7.org/CodeSystem/subscriber-relationship"
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,7 @@ SAMPLES: dict[str, Sample] = {
                 "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                 "code": "AMB",
             },
+            "type": [_cc(_SNOMED, "185349003")],
             "subject": {"reference": "Patient/{PA}"},
             "period": {"start": "2020-01-02", "end": "2020-01-02"},
         },
@@ -222,6 +227,7 @@ SAMPLES: dict[str, Sample] = {
                 "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                 "code": "IMP",
             },
+            "type": [_cc(_SNOMED, "32485007")],
             "subject": {"reference": "Patient/{PB}"},
             "period": {"start": "2022-07-08", "end": "2022-07-08"},
         },
@@ -463,11 +469,13 @@ SAMPLES: dict[str, Sample] = {
             "identifier": _ident("ident-a"),
             "status": "active",
             "subject": {"reference": "Patient/{PA}"},
+            "participant": [{"role": [_cc(_SNOMED, "17561000")], "member": {"display": "A"}}],
         },
         {
             "identifier": _ident("ident-b"),
             "status": "inactive",
             "subject": {"reference": "Patient/{PB}"},
+            "participant": [{"role": [_cc(_SNOMED, "17561000")], "member": {"display": "B"}}],
         },
         identifier=_IDS[1],
         status=("active", "inactive"),
@@ -502,12 +510,14 @@ SAMPLES: dict[str, Sample] = {
         {
             "identifier": _ident("ident-a"),
             "status": "active",
+            "type": _cc(_SNOMED, "468063009"),
             "patient": {"reference": "Patient/{PA}"},
             "manufacturer": "Acme Devices",
         },
         {
             "identifier": _ident("ident-b"),
             "status": "inactive",
+            "type": _cc(_SNOMED, "468063009"),
             "patient": {"reference": "Patient/{PB}"},
             "manufacturer": "Brightline Medical",
         },
@@ -547,12 +557,14 @@ SAMPLES: dict[str, Sample] = {
             "identifier": _ident("ident-a"),
             "status": "active",
             "beneficiary": {"reference": "Patient/{PA}"},
+            "relationship": _cc(_RELATIONSHIP, "self"),
             "payor": [{"reference": "Patient/{PA}"}],
         },
         {
             "identifier": _ident("ident-b"),
             "status": "cancelled",
             "beneficiary": {"reference": "Patient/{PB}"},
+            "relationship": _cc(_RELATIONSHIP, "self"),
             "payor": [{"reference": "Patient/{PB}"}],
         },
         identifier=_IDS[1],

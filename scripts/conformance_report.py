@@ -1,8 +1,9 @@
 """Regenerates docs/conformance-report.html: the kit run against a seeded local dxf-bridge.
 
 Starts `dxf-bridge serve` on a free loopback port with a fresh SQLite database and signing key in
-a temporary directory, seeds it with a small record (Patients, Encounters, Observations,
-Conditions in one transaction Bundle), then runs
+a temporary directory, seeds it with a small US Core-shaped record (Patients, Encounters, heart
+rate and laboratory Observations, problem-list Conditions, Procedures in one transaction
+Bundle: the `us-core` group holds the server's own data to the profiles it claims), then runs
 `dxf-bridge conformance BASE --token T --report OUT` and stops the server. Exit status is the
 kit's (non-zero when any check failed). Run it with `make conformance-report`.
 """
@@ -35,6 +36,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+
+
+def _cc(system: str, code: str) -> dict[str, object]:
+    return {"coding": [{"system": system, "code": code}]}
+
+
+def _ucum(value: int, code: str) -> dict[str, object]:
+    return {"value": value, "unit": code, "system": "http://unitsofmeasure.org", "code": code}
+
+
 def _seed_bundle() -> dict[str, object]:
     entries: list[dict[str, object]] = []
     for n, (family, gender, born) in enumerate(
@@ -58,6 +70,7 @@ def _seed_bundle() -> dict[str, object]:
                 "request": {"method": "POST", "url": "Patient"},
             }
         )
+        day = f"2024-03-0{n + 1}"
         for kind, body in (
             (
                 "Encounter",
@@ -67,30 +80,56 @@ def _seed_bundle() -> dict[str, object]:
                         "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                         "code": "AMB",
                     },
+                    "type": [_cc("http://snomed.info/sct", "185349003")],
                     "subject": {"reference": pid},
-                    "period": {"start": f"2024-03-0{n + 1}"},
+                    "period": {"start": day},
                 },
             ),
             (
                 "Observation",
                 {
                     "status": "final",
-                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                    "category": [_cc(_OBSERVATION_CATEGORY, "vital-signs")],
+                    "code": _cc("http://loinc.org", "8867-4"),
                     "subject": {"reference": pid},
-                    "effectiveDateTime": f"2024-03-0{n + 1}",
-                    "valueQuantity": {
-                        "value": 60 + n,
-                        "unit": "/min",
-                        "system": "http://unitsofmeasure.org",
-                        "code": "/min",
-                    },
+                    "effectiveDateTime": day,
+                    "valueQuantity": _ucum(60 + n, "/min"),
+                },
+            ),
+            (
+                "Observation",
+                {
+                    "status": "final",
+                    "category": [_cc(_OBSERVATION_CATEGORY, "laboratory")],
+                    "code": _cc("http://loinc.org", "2339-0"),
+                    "subject": {"reference": pid},
+                    "effectiveDateTime": day,
+                    "valueQuantity": _ucum(90 + n, "mg/dL"),
                 },
             ),
             (
                 "Condition",
                 {
-                    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
+                    "clinicalStatus": _cc(
+                        "http://terminology.hl7.org/CodeSystem/condition-clinical", "active"
+                    ),
+                    "category": [
+                        _cc(
+                            "http://terminology.hl7.org/CodeSystem/condition-category",
+                            "problem-list-item",
+                        )
+                    ],
+                    "code": _cc("http://snomed.info/sct", "44054006"),
                     "subject": {"reference": pid},
+                },
+            ),
+            (
+                "Procedure",
+                {
+                    "status": "completed",
+                    "code": _cc("http://snomed.info/sct", "80146002"),
+                    "subject": {"reference": pid},
+                    "performedDateTime": day,
                 },
             ),
         ):

@@ -70,6 +70,20 @@ def test_exit_status_is_0_when_nothing_fails_and_json_report(liar_url: str, tmp_
     assert first["evidence"][0]["request"]["url"].endswith("/fhir/metadata")
 
 
+def test_only_us_core_runs_that_group_and_fails_a_false_claim(
+    liar_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report.json"
+    args = ["conformance", liar_url, "--token", TOKEN, "--only", "us-core", "--report", str(out)]
+    assert main(args) == 1  # it claims US Core Patient without the SHALL searches
+    printed = capsys.readouterr().out
+    assert "FAIL us-core.us-core-patient.search.identifier" in printed
+    data = json.loads(out.read_text())
+    assert {r["group"] for r in data["results"]} == {"us-core"}
+    failed = next(r for r in data["results"] if r["id"] == "us-core.us-core-patient.declared")
+    assert failed["rule"]["url"].endswith("CapabilityStatement-us-core-server.html#patient")
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -141,6 +141,9 @@ class _LyingServer:
 
 _KNOWN = {
     "resourceType",
+    "extension",
+    "deceasedDateTime",
+    "communication",
     "identifier",
     "active",
     "name",
@@ -235,12 +238,23 @@ async def test_an_ignored_count_fails_paging(report: Report) -> None:
 
 async def test_a_us_core_claim_without_its_required_searches_fails(report: Report) -> None:
     outcomes = _outcomes(report)
-    assert outcomes["us-core.Patient.identifier"] is Outcome.FAIL
-    assert outcomes["us-core.Patient.birthdate+name"] is Outcome.FAIL
-    assert outcomes["us-core.Patient._id"] is Outcome.PASS
     results = {r.id: r for r in report.results}
-    assert results["us-core.Patient.mandatory"].outcome is Outcome.FAIL
-    assert "lacks identifier, gender" in results["us-core.Patient.mandatory"].reason
+    # the statement itself gives the claim away: SHALL parameters and _revinclude undeclared
+    declared = results["us-core.us-core-patient.declared"]
+    assert declared.outcome is Outcome.FAIL
+    for lacking in ("search parameter identifier", "search parameter name", "Provenance:target"):
+        assert lacking in declared.reason
+    # and searching shows it: the kit's US Core Patient cannot be found by the SHALL searches
+    assert outcomes["us-core.us-core-patient.instance"] is Outcome.PASS
+    assert outcomes["us-core.us-core-patient.search.identifier"] is Outcome.FAIL
+    assert outcomes["us-core.us-core-patient.search.birthdate+name"] is Outcome.FAIL
+    assert outcomes["us-core.us-core-patient.search._id"] is Outcome.PASS
+    assert outcomes["us-core.server.profiles"] is Outcome.FAIL  # Patient alone is not enough
+    assert results["us-core.us-core-patient.mandatory"].outcome is Outcome.FAIL
+    assert (
+        "Patient/bare lacks identifier, gender"
+        in results["us-core.us-core-patient.mandatory"].reason
+    )
 
 
 async def test_what_the_server_would_not_delete_is_reported(report: Report) -> None:
@@ -249,8 +263,11 @@ async def test_what_the_server_would_not_delete_is_reported(report: Report) -> N
 
 
 async def test_us_core_mandatory_elements_pass_when_present() -> None:
-    server = _LyingServer()  # holds only the kit's own Patients, which carry all three
+    server = _LyingServer()  # holds only the kit's own Patient, which carries all three
     report = await run_kit(
         BASE, token=TOKEN, transport=httpx.ASGITransport(app=server.app), only=["us-core"]
     )
-    assert _outcomes(report)["us-core.Patient.mandatory"] is Outcome.PASS
+    outcomes = _outcomes(report)
+    assert outcomes["us-core.us-core-patient.mandatory"] is Outcome.PASS
+    assert outcomes["us-core.us-core-patient.must-support"] is Outcome.PASS
+    assert {r.group for r in report.results} == {"us-core"}

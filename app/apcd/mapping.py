@@ -11,6 +11,11 @@ member, claim and provider ids are unique only within a payer. Payer-local refer
 practitioners and coverage are logical (by identifier) so a claim never points at a resource
 that does not exist. Every resource carries the `apcd-cdl` source tag, and clinical dates are
 service dates, never load dates.
+
+US Core 6.1.0: each resource also gets `meta.profile` for the US Core profiles whose mandatory
+elements it has (app.fhir.uscore.stamp_profiles). The claim Encounter's `type` (US Core: 1..*)
+is the claim's E/M CPT codes, else its place of service (professional) or type of bill
+(institutional) as the notes' §6.2 maps it, else the data-absent-reason `unknown`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from urllib.parse import quote
 
 from app.apcd import codes as c
 from app.apcd.layout import RecordLayout
+from app.fhir.uscore import stamp_profiles
 
 __all__ = ["ClaimPicture", "Mapper", "Namespace", "Res", "det_id"]
 
@@ -116,6 +122,17 @@ def _meta(profile: str | None) -> dict[str, Any]:
     return meta
 
 
+def _profiled(resources: Iterable[Res]) -> list[Res]:
+    """The resources, each with the US Core profiles it meets added to meta.profile."""
+    out = list(resources)
+    for _type, _id, body in out:
+        stamp_profiles(body)
+    return out
+
+
+_UNKNOWN = _cc("http://terminology.hl7.org/CodeSystem/data-absent-reason", "unknown", "Unknown")
+
+
 def _dates(rows: Iterable[Row], *suffixes: str) -> list[str]:
     return sorted(d for r in rows for s in suffixes if (d := r[s]))
 
@@ -142,6 +159,7 @@ class Mapper:
             "type": [_cc(c.ORG_TYPE, "pay", "Payer")],
             "name": f"APCD payer {self.ns.payer}",
         }
+        stamp_profiles(body)
         return ("Organization", self.ns.payer_org_id(), body)
 
     def member_patient(
@@ -183,6 +201,7 @@ class Mapper:
             body["birthDate"] = _iso(birth)
         if address:
             body["address"] = [address]
+        stamp_profiles(body)
         return ("Patient", patient_id, body)
 
     def claim_patient(self, patient_id: str, r: Row) -> Res:
@@ -276,6 +295,7 @@ class Mapper:
         if r["040"] == "Y":
             coverage["order"] = 1
         cov_id = self.ns.id("coverage", member_id, r["003"], r["007"], r["050"])
+        stamp_profiles(coverage)
         return patient, ("Coverage", cov_id, coverage)
 
     # ---- claims ------------------------------------------------------------------------------
@@ -284,10 +304,13 @@ class Mapper:
         """The resources of one claim version (its lines at the highest version number)."""
         kind = self.rl.record_type
         if kind == "MC":
-            return self._medical(rows, patient_id)
-        if kind == "PC":
-            return self._pharmacy(rows, patient_id)
-        return self._dental(rows, patient_id)
+            picture = self._medical(rows, patient_id)
+        elif kind == "PC":
+            picture = self._pharmacy(rows, patient_id)
+        else:
+            picture = self._dental(rows, patient_id)
+        picture.resources = _profiled(picture.resources)
+        return picture
 
     @staticmethod
     def latest(rows: list[Row]) -> tuple[int, list[Row]]:
@@ -630,6 +653,7 @@ class Mapper:
             "identifier": [{"system": self.ns.system("claim"), "value": claim_id}],
             "status": "entered-in-error" if void else "finished",
             "class": {"system": c.ACT_CODE, "code": enc_class},
+            "type": self._encounter_type(rows, tob),
             "subject": subject,
         }
         if enc_period:
@@ -653,6 +677,27 @@ class Mapper:
             member_id,
             [("ExplanationOfBenefit", eob_id, eob), ("Encounter", enc_id, encounter), *out],
         )
+
+    @staticmethod
+    def _encounter_type(rows: list[Row], tob: str) -> list[dict[str, Any]]:
+        """E/M CPT codes of the lines, else POS (professional) or TOB (institutional), else
+        unknown (US Core Encounter.type 1..*; reference notes §6.2)."""
+        em = sorted(
+            {
+                code
+                for r in rows
+                if (code := r["088"]).isdigit()
+                and c.EM_CODE_RANGE[0] <= int(code) <= c.EM_CODE_RANGE[1]
+            }
+        )
+        if em:
+            return [_cc(c.CPT, code) for code in em]
+        first = rows[0]
+        if tob and first["032"]:
+            return [_cc(c.TYPE_OF_BILL, first["032"])]
+        if first["033"]:
+            return [_cc(c.POS, first["033"])]
+        return [_UNKNOWN]
 
     def _procedure(
         self,
@@ -919,7 +964,7 @@ class Mapper:
             if address:
                 org["address"] = [address]
             out.append(("Organization", self.ns.id("provider", local_id), org))
-            return out
+            return _profiled(out)
         name: dict[str, Any] = {"family": r["012"]}
         given = [g for g in (r["010"], r["011"]) if g]
         if given:
@@ -973,4 +1018,4 @@ class Mapper:
         if r["026"]:
             role["telecom"] = [{"system": "phone", "value": r["026"], "use": "work"}]
         out.append(("PractitionerRole", self.ns.id("provider-role", local_id), role))
-        return out
+        return _profiled(out)

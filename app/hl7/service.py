@@ -6,9 +6,10 @@ The sequence for every message, whatever the transport (MLLP, POST /hl7v2, files
 2. journal (app.hl7.journal): commit the raw bytes first. An identical resend (same sender,
    MSH-10 and bytes) gets the stored ACK back and changes nothing; the same sender and MSH-10
    with other bytes is kept apart (status `conflict`) and answered AE/CE 205;
-3. map and write: the resources, their index rows and the journal row's move to `processed`
-   (with the ACK) commit in ONE transaction through FhirRepository/WriteSession with a
-   full-access system policy;
+3. map and write: each resource gets `meta.profile` for the US Core 6.1.0 profiles it meets
+   (app.fhir.uscore.stamp_profiles); the resources, their index rows and the journal row's
+   move to `processed` (with the ACK) commit in ONE transaction through
+   FhirRepository/WriteSession with a full-access system policy;
 4. a mapping error rolls that back and commits the row as `error` with the reason: AE;
 5. answer. A database failure before the journal commit answers AR (nothing is stored; the
    sender must resend). Only then is the ACK returned to the transport.
@@ -34,6 +35,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from app.auth.policy import AccessPolicy, ScopeGrant
 from app.db import Database
 from app.errors import FhirError, Gone, NotFound
+from app.fhir.uscore import stamp_profiles
 from app.hl7 import journal
 from app.hl7.ack import build_ack, plan_ack
 from app.hl7.mapping import MapContext, provenance, supported
@@ -284,6 +286,7 @@ class Hl7Service:
                 )
                 written = 0
                 for (rtype, rid), body in ctx.out.items():
+                    stamp_profiles(body)
                     stored = await lookup(rtype, rid)
                     if stored is not None and _same(stored, body):
                         continue

@@ -52,7 +52,12 @@ async def _bundle(ctx: Context, c: Any, kind: str) -> None:
     entries: list[dict[str, Any]] = [
         {
             "fullUrl": patient_url,
-            "resource": {"resourceType": "Patient", "name": [{"family": "Transactova"}]},
+            "resource": {  # with the US Core Patient mandatory elements, like every kit Patient
+                "resourceType": "Patient",
+                "identifier": [{"system": "urn:dxf-bridge:conformance", "value": kind}],
+                "name": [{"family": "Transactova"}],
+                "gender": "unknown",
+            },
             "request": {"method": "POST", "url": "Patient"},
         }
     ]

@@ -2,7 +2,10 @@
 
 https://hl7.org/fhir/R4/capabilitystatement.html. Interactions are listed only when a route in
 `router.ROUTES` serves them; search parameters come from the search registry; nothing here is
-written by hand, so the statement cannot claim what the server does not do.
+written by hand, so the statement cannot claim what the server does not do. US Core 6.1.0
+profiles (app/fhir/uscore) are declared in `supportedProfile` only for the types whose
+generated entry meets every SHALL of the profile, and the US Core Server CapabilityStatement
+is instantiated only when the claimed profiles meet that statement's SHALLs.
 """
 
 from __future__ import annotations
@@ -18,6 +21,17 @@ from app.audit.api import SEARCH_PARAMS as AUDIT_SEARCH_PARAMS
 from app.fhir.models import RESOURCE_TYPES
 from app.fhir.search.criteria import search_params
 from app.fhir.search.registry import params_for
+from app.fhir.uscore import (
+    IG,
+    PROFILES,
+    SERVER_STATEMENT,
+    VERSION,
+    Profile,
+    TypeCapabilities,
+    instantiates_gaps,
+    profiles_of,
+    unmet,
+)
 from app.settings import Settings
 
 __all__ = ["capability_statement"]
@@ -139,6 +153,7 @@ def _statement(
                 searchParam=[{"name": n, "type": t} for n, t in AUDIT_SEARCH_PARAMS.items()],
             )
         resources.append(entry)
+    claimed = _claim_us_core(resources)
     rest: dict[str, Any] = {
         "mode": "server",
         "security": {
@@ -165,15 +180,60 @@ def _statement(
         "resource": resources,
         "interaction": [{"code": c} for c in _SYSTEM_ORDER if c in codes],
     }
-    return {
+    statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": _PUBLISHED,
         "publisher": "dxf-bridge",
         "kind": "instance",
-        "software": {"name": "dxf-bridge", "version": __version__},
-        "implementation": {"description": "dxf-bridge FHIR R4 facade", "url": fhir_base},
-        "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json"],
-        "rest": [rest],
     }
+    if claimed and not instantiates_gaps(claimed, PROFILES):
+        statement["instantiates"] = [f"{SERVER_STATEMENT}|{VERSION}"]
+    statement.update(
+        {
+            "software": {"name": "dxf-bridge", "version": __version__},
+            "implementation": {"description": "dxf-bridge FHIR R4 facade", "url": fhir_base},
+            "fhirVersion": "4.0.1",
+            "format": ["application/fhir+json", "json"],
+        }
+    )
+    if "instantiates" in statement:
+        statement["implementationGuide"] = [f"{IG}|{VERSION}"]
+    statement["rest"] = [rest]
+    return statement
+
+
+def _claim_us_core(resources: list[dict[str, Any]]) -> list[Profile]:
+    """Set `supportedProfile` on each entry to the US Core profiles it meets; all claimed."""
+    claimed: list[Profile] = []
+    for entry in resources:
+        fitting = [p for p in profiles_of(entry["type"]) if not unmet(p, capabilities(entry))]
+        if fitting:
+            entry["supportedProfile"] = [p.canonical for p in fitting]
+            claimed += fitting
+    return claimed
+
+
+def capabilities(entry: dict[str, Any]) -> TypeCapabilities:
+    """A generated resource entry as the US Core claim reads it: the declared interactions,
+    parameters, includes, revincludes and operations, and from the search registry which
+    parameters take OR lists and what a reference parameter can be chained to."""
+    rtype = entry["type"]
+    params = {p["name"]: p["type"] for p in entry.get("searchParam", ())}
+    registry = params_for(rtype)
+
+    def chainable(ref: str, target_param: str) -> bool:
+        targets = registry[ref].target if ref in registry else ()
+        return bool(targets) and all(target_param in search_params(t) for t in targets)
+
+    return TypeCapabilities(
+        interactions=frozenset(i["code"] for i in entry["interaction"]),
+        params=params,
+        multiple_or=frozenset(
+            n for n in params if n == "_id" or (n in registry and registry[n].multiple_or)
+        ),
+        includes=frozenset(entry.get("searchInclude", ())),
+        revincludes=frozenset(entry.get("searchRevInclude", ())),
+        operations=frozenset(o["name"] for o in entry.get("operation", ())),
+        chainable=chainable,
+    )

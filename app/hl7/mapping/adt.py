@@ -17,6 +17,9 @@ sections 2.1, 2.5; requirements.md section 5.4). Event semantics:
 | A28 A31 | person only: no Encounter (their PV1 is a placeholder) |
 | A40 | merge: MRG-1's Patient becomes inactive, `link` replaced-by the PID Patient, which gets
 |      | `link` replaces; resources that referenced the retired Patient now reference the survivor |
+
+US Core 6.1 makes Encounter.type mandatory: until a PV1-4 (admission type) arrives it is the
+data-absent-reason `unknown` (US Core "Missing Data"), which a later PV1-4 replaces.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from app.hl7.mapping.datatypes import codeable, identifier, practitioner_ref
 from app.hl7.mapping.tables import (
     ALLERGY_CATEGORY,
     ALLERGY_SEVERITY,
+    DATA_ABSENT_UNKNOWN,
     ENCOUNTER_CLASS,
     EVENT_ENCOUNTER_STATUS,
     PARTICIPANT_TYPES,
@@ -214,6 +218,8 @@ async def _encounter(ctx: MapContext, event: str, pv1: Segment, patient_id: str)
     if locations:
         body["location"] = locations
     merged = merge(stored, body, removed)
+    if not merged.get("type"):  # US Core Encounter.type 1..*: PV1-4 has never been sent
+        merged["type"] = [DATA_ABSENT_UNKNOWN]
     ctx.stamp_event(merged)
     ctx.put("Encounter", encounter_id, {k: v for k, v in merged.items() if k != "id"})
     return encounter_id

@@ -245,6 +245,9 @@ async def map_patient(ctx: MapContext, pid: Segment, *, full: bool = True) -> st
         await _pd1_nk1(ctx, pid, patient_id, body)
     body["active"] = stored.get("active", True) if stored else True
     merged = merge(stored, body, removed)
+    # US Core Patient.gender 1..1 (required binding): `unknown` until a PID-8 says otherwise,
+    # the code table 0001 "U" maps to as well (US Core "Missing Data")
+    merged.setdefault("gender", "unknown")
     ctx.stamp_event(merged)
     ctx.put("Patient", patient_id, {k: v for k, v in merged.items() if k not in ("id",)})
     return patient_id

@@ -21,6 +21,8 @@ OBX-2 decides the value (IG OBX[Observation] table):
 | anything else | valueString |
 
 US Core: category `laboratory` on every Observation and category LAB on the DiagnosticReport.
+An ADT OBX (no order) has no category, unless its LOINC code is a vital sign's: then it is
+`vital-signs` (https://hl7.org/fhir/R4/observation-vitalsigns.html).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from app.fhir.uscore import VITAL_SIGN_CODES
 from app.hl7.mapping.adt import coverages, visit
 from app.hl7.mapping.common import MapContext, codes_of, map_patient, resource_id
 from app.hl7.mapping.datatypes import codeable, ei_identifier, identifier
@@ -54,6 +57,15 @@ LAB_CATEGORY = {
             "system": "http://terminology.hl7.org/CodeSystem/observation-category",
             "code": "laboratory",
             "display": "Laboratory",
+        }
+    ]
+}
+VITAL_SIGNS_CATEGORY = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": "vital-signs",
+            "display": "Vital Signs",
         }
     ]
 }
@@ -496,6 +508,16 @@ def adt_observation(
         return None
     body = _observation(ctx, obx, {"reference": f"Patient/{patient_id}"}, None, [])
     body.pop("category", None)  # not a laboratory result
+    if any(
+        c.get("system") == "http://loinc.org" and c.get("code") in VITAL_SIGN_CODES
+        for c in body["code"].get("coding", [])
+    ):
+        # a vital sign (FHIR R4 vitalsigns: these LOINC codes SHALL use the profile, whose
+        # category is vital-signs and whose effective[x] is mandatory: without OBX-14 it is
+        # the data-absent-reason `unknown`, US Core "Missing Data")
+        body["category"] = [VITAL_SIGNS_CATEGORY]
+        if not any(k.startswith("effective") for k in body):
+            body["_effectiveDateTime"] = {"extension": [_ABSENT_UNKNOWN]}
     if encounter_id:
         body["encounter"] = {"reference": f"Encounter/{encounter_id}"}
     return body

@@ -12,6 +12,7 @@ __all__ = [
     "ALLERGY_CATEGORY",
     "ALLERGY_SEVERITY",
     "CODING_SYSTEMS",
+    "DATA_ABSENT_UNKNOWN",
     "ENCOUNTER_CLASS",
     "EVENT_ENCOUNTER_STATUS",
     "INTERPRETATION_SYSTEM",
@@ -27,6 +28,17 @@ __all__ = [
 V3_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 UCUM = "http://unitsofmeasure.org"
 INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+# US Core 6.1 "Missing Data" (general-requirements.html#missing-data): a mandatory coded element
+# whose value the source does not hold carries the DataAbsentReason code `unknown`.
+DATA_ABSENT_UNKNOWN = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+            "code": "unknown",
+            "display": "Unknown",
+        }
+    ]
+}
 
 
 def v2_table(number: str) -> str:

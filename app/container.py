@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from app.adapters.base import AdapterDirectory
 from app.audit.recorder import AuditRecorder
 from app.auth.assertions import AssertionVerifier
 from app.auth.external import ExternalTokenValidator
@@ -20,6 +21,8 @@ from app.auth.revocation import RevocationList
 from app.auth.throttle import LoginThrottle
 from app.auth.tokens import TokenValidator
 from app.db import Database
+from app.federation.directory import NoIntermediaries
+from app.federation.federator import Federator
 from app.settings import Settings
 from app.store.repository import FhirRepository
 
@@ -42,6 +45,7 @@ class Container:
     authenticator: Authenticator = field(repr=False)
     tokens: TokenService = field(repr=False)
     audit: AuditRecorder = field(repr=False)
+    federator: Federator = field(repr=False)
     login_throttle: LoginThrottle = field(repr=False, default_factory=LoginThrottle)
     keys_created: bool = False
     _hl7: Hl7Service | None = field(default=None, repr=False)
@@ -62,6 +66,7 @@ class Container:
         return FhirRepository(self.db, policy=policy, base_url=self.settings.fhir_base_url)
 
     async def close(self) -> None:
+        await self.federator.aclose()
         await self.http.aclose()
         await self.db.dispose()
 
@@ -92,8 +97,10 @@ def _wire(
     validator: TokenValidator,
     keys_created: bool = False,
 ) -> Container:
-    """Build the authorization server and audit parts over a database and keys."""
+    """Build the authorization server, audit and federation parts over a database and keys."""
     http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
+    # the intermediaries federated reads ask: none until a registry is wired in here
+    directory: AdapterDirectory = NoIntermediaries()
     clients = ClientRegistry(db)
     revocations = RevocationList(db, poll_seconds=settings.revocation_poll_seconds)
     jwks = JwksCache(
@@ -138,5 +145,6 @@ def _wire(
         authenticator=Authenticator(validator, revocations, external),
         tokens=tokens,
         audit=AuditRecorder(db, wait_for_flush=settings.audit_wait_for_flush),
+        federator=Federator.from_settings(directory, settings),
         keys_created=keys_created,
     )

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     apcd_link_identifiers: str = ""
     apcd_validation_workers: int = Field(default=0, ge=0, le=16)
 
+    # Federated reads (app/federation): intermediaries asked during $everything and searches
+    federate_default: bool = True
+    federation_deadline_seconds: float = Field(default=3.0, gt=0, le=60)
+    federation_breaker_failures: int = Field(default=5, ge=1, le=1000)
+    federation_breaker_cooldown_seconds: float = Field(default=30.0, ge=0, le=86400)
+    federation_min_match_score: float = Field(default=0.9, ge=0, le=1)
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:

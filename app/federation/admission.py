@@ -16,6 +16,8 @@ A resource is admitted only when all of these hold:
      mixes in another person's data loses those resources;
    - a supporting type (SUPPORTING_TYPES): referenced by an admitted resource, and only when
      the token reads that type unconfined; a patient-confined token gets none, as locally;
+   - a Binary: the attachment (`attachment.url`) of an admitted resource, such as the
+     document of a DocumentReference from a DocumentReference-style intermediary;
    - any other type: never;
 4. it passes the request's `_type`, `_since` (meta.lastUpdated, when given) and `start`/`end`
    (care dates; resources without one are kept) filters.
@@ -82,6 +84,7 @@ def admit(
     base = base.rstrip("/")
     core: list[dict[str, Any]] = []
     supporting: list[dict[str, Any]] = []
+    attached: list[dict[str, Any]] = []
     for item in resources:
         if not _well_formed(item):
             out.malformed += 1
@@ -111,11 +114,19 @@ def admit(
                 out.not_permitted += 1
             else:
                 supporting.append(item)
+        elif rtype == "Binary":
+            attached.append(item)
         else:
             out.other_patient += 1
     referenced = {t for r in core for t in _targets(r, base)}
+    attachments = {t for r in core for t in _attachments(r, base)}
     for item in supporting:
         if (item["resourceType"], item["id"]) in referenced and not set(_patient_refs(item, base)):
+            core.append(item)
+        else:
+            out.other_patient += 1
+    for item in attached:
+        if ("Binary", item["id"]) in attachments:
             core.append(item)
         else:
             out.other_patient += 1
@@ -153,6 +164,22 @@ def _targets(resource: dict[str, Any], base: str) -> Iterator[tuple[str, str]]:
         target = reference_target(ref, base)
         if target is not None:
             yield target
+
+
+def _attachments(node: Any, base: str) -> Iterator[tuple[str, str]]:
+    """The resources the attachments under `node` point at (`attachment.url`)."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _attachments(item, base)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "attachment" and isinstance(value, dict):
+                url = value.get("url")
+                target = reference_target(url, base) if isinstance(url, str) else None
+                if target is not None:
+                    yield target
+            else:
+                yield from _attachments(value, base)
 
 
 def _patient_refs(resource: dict[str, Any], base: str) -> Iterator[str]:

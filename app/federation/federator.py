@@ -5,7 +5,8 @@ For each adapter the directory lists (app.adapters.base.AdapterDirectory), one t
 a score of at least `min_match_score` (at most MAX_PATIENTS_PER_SOURCE of them). All tasks
 start together; `asyncio.wait` gives them `deadline` seconds, and a task still running then is
 cancelled and reported as a TIMEOUT without waiting for it to wind down, so the answer never
-waits longer than the deadline whatever an adapter does with the cancellation.
+waits longer than the deadline whatever an adapter does with the cancellation. The same deadline
+is set for the adapters (app/adapters/deadline.py), so none starts a retry it could not finish.
 
 Every outcome is a `SourceResult`: an AdapterError (any other exception an adapter raises
 becomes a MALFORMED one naming only its class) or what was found. Each endpoint has a circuit
@@ -34,6 +35,7 @@ from app.adapters.base import (
     RemotePatient,
     RemoteRecord,
 )
+from app.adapters.deadline import deadline_in
 from app.federation.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
@@ -184,7 +186,9 @@ class Federator:
                     endpoint=result.endpoint,
                 )
                 continue
-            tasks[asyncio.create_task(_guarded(work, adapter, result))] = len(results) - 1
+            with deadline_in(self.deadline):  # adapters plan their retries within it
+                task = asyncio.create_task(_guarded(work, adapter, result))
+            tasks[task] = len(results) - 1
         if tasks:
             try:
                 _, pending = await asyncio.wait(tasks, timeout=self.deadline)

@@ -15,7 +15,8 @@
   (the local id for local resources, the located ids for remote ones) is read as the same
   subject; identifiers are part of the content. The first copy stays: local entries first,
   then intermediaries in the directory's order. Within one intermediary, only the same
-  `type/id` twice is a duplicate.
+  `type/id` twice is a duplicate. The located remote Patient is always kept, even when equal
+  to the local one: the intermediary's other entries refer to it.
 - **Issues.** Every intermediary that failed, found no one, or had resources withheld or
   dropped gets an OperationOutcome issue naming it, its endpoint and counts, never the patient.
 """
@@ -188,7 +189,8 @@ def _add(
     for resource in admitted.resources:
         key = (resource["resourceType"], resource["id"])
         digest = fingerprint(resource, located, base)
-        if key in mine or digest in seen:
+        anchor = key[0] == "Patient" and key[1] in located  # what the remote entries refer to
+        if key in mine or (digest in seen and not anchor):
             duplicates += 1
             continue
         mine.add(key)

@@ -1,5 +1,5 @@
 """The `dxf-bridge` command: serve, migrate, analyze, token, mllp, ingest-hl7, hl7, clients,
-users, launch, keys, import-apcd, synth, conformance."""
+users, launch, keys, import-apcd, synth, conformance, intermediaries."""
 
 from __future__ import annotations
 
@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "conformance", help="check a FHIR server against its own CapabilityStatement"
     )
     _conformance_arguments(conformance)
+    _intermediary_commands(sub)
 
     args = parser.parse_args(argv)
     if args.command == "synth":
@@ -133,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from conformance.cli import run as run_conformance
 
         return run_conformance(args)
+    if args.command == "intermediaries":
+        return asyncio.run(_intermediaries(settings, args))
     return 2
 
 
@@ -359,6 +362,152 @@ def _import_apcd(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 1
     return 1 if any(r.status == "rejected" for r in results) else 0
+
+
+def _intermediary_commands(sub: Any) -> None:
+    inter = sub.add_parser(
+        "intermediaries", help="register QHIOs and other intermediaries, and check them"
+    )
+    isub = inter.add_subparsers(dest="action", required=True)
+    add = isub.add_parser(
+        "add", help="register an intermediary (Organization + Endpoint) and check it"
+    )
+    add.add_argument("name", help="a short name: [a-z0-9-], e.g. health-gorilla-prod")
+    add.add_argument("--kind", required=True, help="adapter kind (see `intermediaries kinds`)")
+    where = add.add_mutually_exclusive_group(required=True)
+    where.add_argument("--base-url", help="FHIR base URL, or mllp://host:port for MLLP kinds")
+    where.add_argument("--endpoint-id", help="attach to an Endpoint already in the FHIR store")
+    add.add_argument("--org-name", help="the Organization's name (default: the kind's title)")
+    add.add_argument(
+        "--auth",
+        help="none, smart-backend or mtls (default: smart-backend with --client-id, "
+        "mtls with --cert alone, else the kind's default)",
+    )
+    add.add_argument("--client-id", help="our client id at the intermediary's token endpoint")
+    add.add_argument("--token-url", help="the intermediary's token endpoint")
+    add.add_argument("--key-file", help="our private key (JWK, JWKS or PEM; RS384 or ES384)")
+    add.add_argument("--scope", help='scopes to ask for (default "system/*.rs")')
+    add.add_argument("--cert", help="client certificate (PEM) for mutual TLS")
+    add.add_argument("--cert-key", help="the client certificate's key, if not in --cert")
+    add.add_argument("--ca-file", help="CA certificates to trust for this endpoint (PEM)")
+    add.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting (capability or limit, e.g. patient_match=true, page_size=100); repeat",
+    )
+    add.add_argument("--no-check", action="store_true", help="register without checking now")
+    lst = isub.add_parser("list", help="registrations: status, last check, failed checks")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    check = isub.add_parser("check", help="run the checks now and record the outcome")
+    which = check.add_mutually_exclusive_group(required=True)
+    which.add_argument("name", nargs="?", help="one registration")
+    which.add_argument("--all", action="store_true", help="every enabled registration")
+    for action, text in (("disable", "stop using it (status off)"), ("enable", "use it again")):
+        cmd = isub.add_parser(action, help=text)
+        cmd.add_argument("name")
+    isub.add_parser("kinds", help="the adapter kinds: the nine QHIOs and generic FHIR")
+
+
+async def _intermediaries(settings: Settings, args: argparse.Namespace) -> int:
+    from app.adapters.config import EndpointCredentials
+    from app.adapters.profiles import load_profiles, parse_setting
+    from app.adapters.service import Intermediaries
+    from app.db import Database
+
+    if args.action == "kinds":
+        for profile in load_profiles().values():
+            qhio = "QHIO" if profile.qhio else "-"
+            print(f"{profile.kind}\t{qhio}\t{profile.adapter}\t{profile.auth}\t{profile.title}")
+        return 0
+    db = Database(settings.database_url, pool_size=1)
+    service = Intermediaries.build(db, settings)
+    try:
+        registry = service.registry
+        if args.action == "add":
+            profiles = load_profiles()
+            if args.kind not in profiles:
+                print(f"error: unknown kind; known: {', '.join(profiles)}", file=sys.stderr)
+                return 2
+            method = args.auth or (
+                "smart-backend"
+                if args.client_id
+                else "mtls"
+                if args.cert
+                else profiles[args.kind].auth
+            )
+            credentials = EndpointCredentials(
+                auth_method=method,
+                client_id=args.client_id,
+                token_url=args.token_url,
+                key_file=str(Path(args.key_file).resolve()) if args.key_file else None,
+                scope=args.scope,
+                cert_file=str(Path(args.cert).resolve()) if args.cert else None,
+                cert_key_file=str(Path(args.cert_key).resolve()) if args.cert_key else None,
+                ca_file=str(Path(args.ca_file).resolve()) if args.ca_file else None,
+            )
+            values = dict(parse_setting(item) for item in args.set)
+            reg = await registry.add(
+                args.name,
+                kind=args.kind,
+                credentials=credentials,
+                address=args.base_url,
+                endpoint_id=args.endpoint_id,
+                organization_name=args.org_name,
+                settings=values,
+            )
+            print(f"intermediary {reg.name} registered: Endpoint/{reg.endpoint_id}")
+            if args.no_check:
+                return 0
+            reg = await service.checker.check(reg.name)
+            _print_registration(reg)
+            return 0 if reg.status == "active" else 1
+        if args.action == "list":
+            registrations = await registry.list()
+            if args.json:
+                print(json.dumps([r.as_json() for r in registrations], indent=2))
+            else:
+                for reg in registrations:
+                    _print_registration(reg)
+            return 0
+        if args.action == "check":
+            if args.all:
+                outcome = await service.checker.check_round()
+                for reg in await registry.list():
+                    if reg.name in outcome:
+                        _print_registration(reg)
+                return 0 if all(s == "active" for s in outcome.values()) else 1
+            if await registry.get(args.name, with_address=False) is None:
+                print(f"no intermediary {args.name!r}", file=sys.stderr)
+                return 1
+            reg = await service.checker.check(args.name)
+            _print_registration(reg)
+            return 0 if reg.status == "active" else 1
+        changed = await registry.set_enabled(args.name, args.action == "enable")
+        if changed is None:
+            print(f"no intermediary {args.name!r}", file=sys.stderr)
+            return 1
+        print(f"intermediary {args.name} {args.action}d (status {changed.status})")
+        return 0
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await service.aclose()
+        await db.dispose()
+
+
+def _print_registration(reg: Any) -> None:
+    """One line per registration, then its last check's failures (never credentials)."""
+    last = reg.last_check
+    when = last.as_json()["checkedAt"] if last else "never checked"
+    state = "enabled" if reg.enabled else "disabled"
+    print(f"{reg.name}\t{reg.kind}\t{reg.status}\t{state}\t{reg.address or '-'}\t{when}")
+    if last is not None:
+        print(f"    {last.passed} passed, {last.failed} failed, {last.skipped} skipped")
+        for check_id, reason in last.failures:
+            print(f"    FAIL {check_id}: {reason}")
 
 
 def _conformance_arguments(parser: argparse.ArgumentParser) -> None:

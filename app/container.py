@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from app.adapters.base import AdapterDirectory
 from app.audit.recorder import AuditRecorder
 from app.auth.assertions import AssertionVerifier
 from app.auth.external import ExternalTokenValidator
@@ -21,12 +20,13 @@ from app.auth.revocation import RevocationList
 from app.auth.throttle import LoginThrottle
 from app.auth.tokens import TokenValidator
 from app.db import Database
-from app.federation.directory import NoIntermediaries
+from app.federation.directory import LazyDirectory, NoIntermediaries
 from app.federation.federator import Federator
 from app.settings import Settings
 from app.store.repository import FhirRepository
 
 if TYPE_CHECKING:
+    from app.adapters.service import Intermediaries
     from app.hl7.service import Hl7Service
 
 __all__ = ["Container", "build_container"]
@@ -45,10 +45,11 @@ class Container:
     authenticator: Authenticator = field(repr=False)
     tokens: TokenService = field(repr=False)
     audit: AuditRecorder = field(repr=False)
-    federator: Federator = field(repr=False)
+    federator: Federator = field(repr=False, default_factory=lambda: Federator(NoIntermediaries()))
     login_throttle: LoginThrottle = field(repr=False, default_factory=LoginThrottle)
     keys_created: bool = False
     _hl7: Hl7Service | None = field(default=None, repr=False)
+    _intermediaries: Intermediaries | None = field(default=None, repr=False)
 
     def hl7(self) -> Hl7Service:
         """The HL7v2 ingestion service (journal, mapping, ACKs), built on first use."""
@@ -57,6 +58,15 @@ class Container:
 
             self._hl7 = Hl7Service(self.db, self.settings)
         return self._hl7
+
+    def intermediaries(self) -> Intermediaries:
+        """The intermediary registry, its adapters and checks (app/adapters), built on first
+        use."""
+        if self._intermediaries is None:
+            from app.adapters.service import Intermediaries
+
+            self._intermediaries = Intermediaries.build(self.db, self.settings)
+        return self._intermediaries
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The FHIR API's caller, from the Authorization header (401 when not valid)."""
@@ -67,6 +77,8 @@ class Container:
 
     async def close(self) -> None:
         await self.federator.aclose()
+        if self._intermediaries is not None:
+            await self._intermediaries.aclose()
         await self.http.aclose()
         await self.db.dispose()
 
@@ -99,8 +111,6 @@ def _wire(
 ) -> Container:
     """Build the authorization server, audit and federation parts over a database and keys."""
     http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
-    # the intermediaries federated reads ask: none until a registry is wired in here
-    directory: AdapterDirectory = NoIntermediaries()
     clients = ClientRegistry(db)
     revocations = RevocationList(db, poll_seconds=settings.revocation_poll_seconds)
     jwks = JwksCache(
@@ -133,7 +143,7 @@ def _wire(
         validator=validator,
         revocations=revocations,
     )
-    return Container(
+    container = Container(
         settings=settings,
         db=db,
         keys=keys,
@@ -145,6 +155,9 @@ def _wire(
         authenticator=Authenticator(validator, revocations, external),
         tokens=tokens,
         audit=AuditRecorder(db, wait_for_flush=settings.audit_wait_for_flush),
-        federator=Federator.from_settings(directory, settings),
         keys_created=keys_created,
     )
+    # federated reads ask the registry's active intermediaries (app/adapters/registry.py)
+    directory = LazyDirectory(lambda: container.intermediaries().directory)
+    container.federator = Federator.from_settings(directory, settings)
+    return container

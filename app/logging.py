@@ -38,6 +38,10 @@ class _JsonFormatter(logging.Formatter):
             "resources",
             "transport",
             "peer",
+            # intermediary registry (app/adapters): names and outcomes, never credentials
+            "intermediary",
+            "check_status",
+            "failed",
         ):
             if hasattr(record, key):
                 out[key] = getattr(record, key)

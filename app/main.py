@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -17,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
+from app.admin.intermediaries import router as admin_router
 from app.auth.cors import CorsMiddleware
 from app.auth.web import router as auth_router
 from app.container import Container, build_container
@@ -95,9 +98,12 @@ def create_app(settings: Settings, container: Container | None = None) -> DxfApp
             await listener.start()
             app.state.mllp = listener
             log.info("mllp listener started", extra={"route": f"mllp:{listener.port}"})
+        checks = _start_intermediary_checks(app.state.container, settings)
         try:
             yield
         finally:
+            if checks is not None:
+                await _stop(checks)
             if listener is not None:
                 await listener.close()
             if owned:
@@ -152,8 +158,32 @@ def create_app(settings: Settings, container: Container | None = None) -> DxfApp
         )
 
     app.include_router(auth_router)
+    app.include_router(admin_router)
     _install_error_handlers(app)
     return DxfApp(app)
+
+
+def _start_intermediary_checks(
+    container: Container, settings: Settings
+) -> tuple[asyncio.Task[None], asyncio.Event] | None:
+    """The scheduled re-check of registered intermediaries (app/adapters/checks.py), every
+    DXF_INTERMEDIARY_CHECK_INTERVAL seconds; 0 turns it off."""
+    interval = settings.intermediary_check_interval
+    if interval <= 0:
+        return None
+    from app.adapters.checks import run_periodic_checks
+
+    stop = asyncio.Event()
+    checker = container.intermediaries().checker
+    return asyncio.create_task(run_periodic_checks(checker, interval, stop)), stop
+
+
+async def _stop(checks: tuple[asyncio.Task[None], asyncio.Event]) -> None:
+    task, stop = checks
+    stop.set()
+    task.cancel()  # a round in progress is abandoned; its finished checks are recorded
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     apcd_batch_lines: int = Field(default=2000, ge=1, le=100_000)
     apcd_link_identifiers: str = ""
     apcd_validation_workers: int = Field(default=0, ge=0, le=16)
+    # intermediary registry and adapters (app/adapters): scheduled checks, HTTP timeout
+    intermediary_check_interval: float = Field(default=21600, ge=0)  # seconds; 0 = off
+    intermediary_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
     # Federated reads (app/federation): intermediaries asked during $everything and searches
     federate_default: bool = True

@@ -555,8 +555,9 @@ async def test_deliver_posts_the_message_bundle_to_process_message(http, httpx_m
     fhir = FhirAdapter(
         endpoint(capabilities=caps(event_channels=frozenset({"fhir-message"}))),
         http,
-        message_builder=lambda event: {**message, "id": event.id},
+        message_builder=lambda event, destination: {**message, "id": event.id, "to": destination},
     )
     receipt = await fhir.deliver(EVENT)
     assert receipt.accepted and receipt.detail == "HTTP 200"
-    assert json.loads(httpx_mock.get_request().content)["id"] == "evt-1"
+    sent = json.loads(httpx_mock.get_request().content)
+    assert sent["id"] == "evt-1" and sent["to"] == BASE

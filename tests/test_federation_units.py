@@ -229,3 +229,25 @@ def test_person_from_search_parameters():
     assert person.telecom == ("555-0101",)
     assert person_from_search([("birthdate", "ge1980")]) is None
     assert person_from_search([("gender", "male"), ("active", "true")]) is None
+
+
+async def test_event_only_channels_are_not_asked():
+    class MllpOnly(FakeAdapter):
+        def capabilities(self):
+            from app.adapters.base import AdapterCapabilities
+
+            return AdapterCapabilities(
+                identifier_search=False, patient_match=False, everything=False
+            )
+
+    class LookupOnly(FakeAdapter):
+        def capabilities(self):
+            from app.adapters.base import AdapterCapabilities
+
+            return AdapterCapabilities(everything=False)
+
+    mllp, lookup = MllpOnly("feed", QA), LookupOnly("lookup", QB, patients=[located("p")])
+    fed = Federator(StaticDirectory([mllp, lookup]))
+    assert await fed.record(PERSON) == [] and mllp.located == [] and lookup.located == []
+    [found] = await fed.locate(PERSON)
+    assert found.endpoint == QB and [p.id for p in found.patients] == ["p"]

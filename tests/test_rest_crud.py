@@ -511,7 +511,7 @@ async def test_tag_search(client, auth):
     assert [e["resource"]["id"] for e in found["entry"]] == [pid]
 
 
-async def test_uri_search(client, auth):
+async def test_uri_search(client, auth, make_token):
     profile = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"
     pid = (await _create(client, auth, patient("u", meta={"profile": [profile]}))).json()["id"]
     await _create(client, auth, patient("v"))
@@ -526,7 +526,8 @@ async def test_uri_search(client, auth):
         "connectionType": {"code": "hl7-fhir-rest"},
         "payloadType": [{"text": "any"}],
     }
-    eid = (await _create(client, auth, ep)).json()["id"]
+    admin = {"Authorization": f"Bearer {make_token('admin/intermediaries')}"}
+    eid = (await _create(client, admin, ep)).json()["id"]  # Endpoint writes need the admin scope
     got = (await client.get("/Endpoint?_id=" + eid, headers=auth)).json()
     assert got["entry"][0]["resource"]["address"] == "https://qhio.example/fhir"
 

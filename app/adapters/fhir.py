@@ -22,7 +22,8 @@ in app/adapters/qhios.toml, not code. What it does, and the rule each part follo
 - deliver: a Da Vinci unsolicited-notification message Bundle (DXF-23,
   http://hl7.org/fhir/us/davinci-alerts/) POSTed to `[base]/$process-message`
   (https://hl7.org/fhir/R4/messageheader-operation-process-message.html), built by an injected
-  `message_builder`; without one the adapter raises UNSUPPORTED.
+  `message_builder` (the registry injects app/events/davinci.py's); without one, or when the
+  registration does not list the "fhir-message" channel, the adapter raises UNSUPPORTED.
 - Transport: bounded retries with exponential backoff and full jitter on 429/502/503/504 and
   connection errors, honouring `Retry-After` (capped); never a retry that would end after the
   caller's deadline (app/adapters/deadline.py) or the endpoint's own. One refresh of the bearer
@@ -63,13 +64,21 @@ from app.adapters.deadline import remaining
 from app.adapters.smart_client import TokenSource
 from app.fhir.compartments import patient_ids_of
 
-__all__ = ["FHIR_JSON", "FhirAdapter", "MessageBuilder", "RETRY_STATUSES"]
+__all__ = [
+    "FHIR_JSON",
+    "RETRY_STATUSES",
+    "FhirAdapter",
+    "MessageBuilder",
+    "escape_search_value",
+    "loop_time",
+]
 
 FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _CHUNK = 64 * 1024
 
-MessageBuilder = Callable[[AdtEvent], dict[str, Any]]
+# (event, the receiver's address) -> the notification message Bundle
+MessageBuilder = Callable[[AdtEvent, str], dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -182,7 +191,7 @@ class FhirAdapter:
             raise self._error(
                 FailureKind.UNSUPPORTED, "this endpoint takes no FHIR notification messages"
             )
-        bundle = self._builder(event)
+        bundle = self._builder(event, self._base)
         reply = await self._call(
             "POST", "$process-message", json_body=bundle, started=_now(), accept=FHIR_JSON
         )
@@ -397,6 +406,7 @@ class FhirAdapter:
         budget: int | None = None,
         accept: str = FHIR_JSON,
         parse: bool = True,
+        extra_headers: dict[str, str] | None = None,
     ) -> _Reply:
         """One request with retries; returns a 2xx reply, raises AdapterError otherwise."""
         cfg = self.config
@@ -412,7 +422,9 @@ class FhirAdapter:
                 raise self._error(FailureKind.TIMEOUT, f"no answer to {method} within the deadline")
             retry_after: float | None = None
             try:
-                reply = await self._once(method, url, params, content, accept, cap, left)
+                reply = await self._once(
+                    method, url, params, content, accept, cap, left, extra_headers
+                )
             except AdapterError as err:
                 if not err.retryable or attempt >= cfg.max_attempts:
                     raise
@@ -449,17 +461,20 @@ class FhirAdapter:
         accept: str,
         cap: int,
         left: float,
+        extra_headers: dict[str, str] | None = None,
     ) -> _Reply:
-        headers = {"Accept": accept, **dict(self.config.headers)}
+        headers = {"Accept": accept, **dict(self.config.headers), **(extra_headers or {})}
         if content is not None:
             headers["Content-Type"] = FHIR_JSON
+        single = self._http.timeout.read  # the client's timeout for one network operation
+        each = left if single is None else min(left, single)
         if self._tokens is not None:
-            headers["Authorization"] = f"Bearer {await self._tokens.token(timeout=left)}"
+            headers["Authorization"] = f"Bearer {await self._tokens.token(timeout=each)}"
         self.requests += 1
         try:
             async with asyncio.timeout(left):
                 request = self._http.build_request(
-                    method, url, params=params, content=content, headers=headers, timeout=left
+                    method, url, params=params, content=content, headers=headers, timeout=each
                 )
                 response = await self._http.send(request, stream=True)
                 try:
@@ -561,6 +576,16 @@ def _instant(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def loop_time() -> float:
+    """The running loop's clock: what `started` arguments and deadlines are measured in."""
+    return asyncio.get_running_loop().time()
+
+
+def escape_search_value(value: str) -> str:
+    """A token search value with `\\ , $ |` escaped (FHIR R4 search.html#escaping)."""
+    return _escape(value)
 
 
 def _escape(value: str) -> str:

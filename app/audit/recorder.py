@@ -45,6 +45,12 @@ _ACTION = {
     "delete": "D",
     "transaction": "E",
     "batch": "E",
+    # the intermediary registry's admin API (app/admin/intermediaries.py)
+    "registry-add": "C",
+    "registry-read": "R",
+    "registry-check": "E",
+    "registry-enable": "U",
+    "registry-disable": "U",
 }
 _PURPOSE = re.compile(r"^[A-Za-z0-9._:|/-]{1,200}$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")

@@ -2,7 +2,8 @@
 
 - `client_credentials` (SMART Backend Services, https://hl7.org/fhir/smart-app-launch/backend-services.html):
   a confidential client authenticates with `private_key_jwt` (app.auth.assertions) and gets a
-  short-lived access token for the `system/` scopes it asked for and is registered for.
+  short-lived access token for the `system/` scopes (and the registry's admin scope,
+  app.auth.scopes.ADMIN_SCOPE) it asked for and is registered for.
 - `authorization_code` with PKCE S256 (RFC 6749 4.1, RFC 7636; SMART App Launch
   https://hl7.org/fhir/smart-app-launch/app-launch.html): the code made by the authorize endpoint
   (app.auth.launch), single use; returns launch context, an `id_token` for `openid`, and a refresh
@@ -39,7 +40,7 @@ from app.auth.keys import SIGNING_ALGORITHMS, SigningKeys
 from app.auth.oauth_errors import OAuthError
 from app.auth.registry import Client, ClientRegistry
 from app.auth.revocation import GRANT_CLAIM, RevocationList
-from app.auth.scopes import mediate
+from app.auth.scopes import ADMIN_SCOPE, mediate
 from app.auth.tokens import TokenValidator, issue_token
 from app.db import Database
 from app.errors import Unauthenticated
@@ -154,7 +155,7 @@ class TokenService:
         requested = form.get("scope", "").split()
         if not requested:
             raise OAuthError("invalid_scope", "scope is required (for example system/*.rs)")
-        system_scopes = [s for s in requested if s.startswith("system/")]
+        system_scopes = [s for s in requested if s.startswith("system/") or s == ADMIN_SCOPE]
         granted = mediate(system_scopes, client.scopes)
         if not granted:
             raise OAuthError(

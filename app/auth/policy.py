@@ -15,6 +15,9 @@ __all__ = ["ALL", "AccessPolicy", "Principal", "ScopeGrant"]
 
 ALL = "*"
 AUDIT_EVENT = "AuditEvent"  # served read-only from the audit log (app/audit)
+# Endpoint resources are the intermediary registry (app/adapters/registry.py): writing one
+# needs the admin scope (app.auth.scopes.ADMIN_SCOPE), whatever the clinical scopes say.
+ADMIN_TYPES = frozenset({"Endpoint"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,7 @@ class ScopeGrant:
 class AccessPolicy:
     grants: tuple[ScopeGrant, ...] = ()
     patient: str | None = None
+    admin: bool = False  # the token carries the admin scope (registry administration)
 
     def restriction(self, resource_type: str, permission: str) -> str | None:
         """None when unrestricted; a Patient id when confined to that compartment.
@@ -42,6 +46,11 @@ class AccessPolicy:
         """
         if resource_type == AUDIT_EVENT and permission in ("c", "u", "d"):
             raise Forbidden("AuditEvents are recorded by the server; no client may write one")
+        if resource_type in ADMIN_TYPES and permission in ("c", "u", "d") and not self.admin:
+            raise Forbidden(
+                f"writing {resource_type} resources (the intermediary registry) needs the admin "
+                "scope"
+            )
         confined = False
         for grant in self.grants:
             if not grant.covers(resource_type, permission):

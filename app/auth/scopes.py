@@ -8,7 +8,11 @@ See https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html.
 v1 `read` means `rs`, `write` means `cud`, `*` means `cruds`. A v2 scope with `?` constraints
 is not honoured yet: it grants nothing (fail closed) rather than more than it says.
 Scopes that are not clinical (`openid`, `fhirUser`, `launch/patient`, `offline_access`) carry no
-permission here.
+permission here, except the admin scope `admin/intermediaries` (dxf-bridge's own, not SMART's):
+it administers the intermediary registry, so it grants create, read, update, delete and search
+on Endpoint and Organization at system level and is the only way to write an Endpoint
+(AccessPolicy.admin). The authorization server grants it by client_credentials to a client
+registered for it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ import re
 
 from app.auth.policy import ALL, AccessPolicy, ScopeGrant
 
-__all__ = ["mediate", "parse_scope", "policy_from_scopes"]
+__all__ = ["ADMIN_SCOPE", "mediate", "parse_scope", "policy_from_scopes"]
+
+ADMIN_SCOPE = "admin/intermediaries"
+_ADMIN_GRANTS = tuple(
+    ScopeGrant("system", rtype, frozenset("cruds")) for rtype in ("Endpoint", "Organization")
+)
 
 _CLINICAL = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.([a-z*]+)(\?.*)?$")
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
@@ -54,7 +63,10 @@ def _in_order(perms: str) -> bool:
 
 def policy_from_scopes(scopes: list[str] | tuple[str, ...], patient: str | None) -> AccessPolicy:
     grants = tuple(g for g in (parse_scope(s) for s in scopes) if g is not None)
-    return AccessPolicy(grants=grants, patient=patient)
+    admin = ADMIN_SCOPE in scopes
+    if admin:
+        grants += _ADMIN_GRANTS
+    return AccessPolicy(grants=grants, patient=patient, admin=admin)
 
 
 def _covers(registered: str, requested: str) -> bool:

@@ -1,17 +1,17 @@
 """Adapter directories (app.adapters.base.AdapterDirectory) that need no registry.
 
-`NoIntermediaries` is what the container uses until an intermediary registry is wired: every
-federated read is then the local one. `StaticDirectory` serves a fixed list, for tests,
-benchmarks and deployments that build their adapters in code.
+`NoIntermediaries`: every federated read is the local one. `StaticDirectory` serves a fixed
+list, for tests, benchmarks and deployments that build their adapters in code. `LazyDirectory`
+defers to a directory built on first use (the container's intermediary registry).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from app.adapters.base import IntermediaryAdapter
+from app.adapters.base import AdapterDirectory, IntermediaryAdapter
 
-__all__ = ["NoIntermediaries", "StaticDirectory"]
+__all__ = ["LazyDirectory", "NoIntermediaries", "StaticDirectory"]
 
 
 class NoIntermediaries:
@@ -29,3 +29,11 @@ class StaticDirectory:
     async def aclose(self) -> None:
         for adapter in self.adapters:
             await adapter.aclose()
+
+
+class LazyDirectory:
+    def __init__(self, build: Callable[[], AdapterDirectory]) -> None:
+        self._build = build
+
+    async def active(self) -> list[IntermediaryAdapter]:
+        return await self._build().active()

@@ -1,8 +1,10 @@
 """Ask every active intermediary at once, under one deadline, and never fail because one did.
 
-For each adapter the directory lists (app.adapters.base.AdapterDirectory), one task runs
-`locate` and then, for a federated `$everything`, `fetch_record` for each patient located with
-a score of at least `min_match_score` (at most MAX_PATIENTS_PER_SOURCE of them). All tasks
+For each adapter the directory lists (app.adapters.base.AdapterDirectory) whose capabilities
+offer a patient lookup (and, for `$everything`, a record: `$everything` or DocumentReference;
+event-only channels are not asked), one task runs `locate` and then, for a federated
+`$everything`, `fetch_record` for each patient located with a score of at least
+`min_match_score` (at most MAX_PATIENTS_PER_SOURCE of them). All tasks
 start together; `asyncio.wait` gives them `deadline` seconds, and a task still running then is
 cancelled and reported as a TIMEOUT without waiting for it to wind down, so the answer never
 waits longer than the deadline whatever an adapter does with the cancellation. The same deadline
@@ -130,7 +132,7 @@ class Federator:
                     )
                 )
 
-        return await self._fan_out(work)
+        return await self._fan_out(work, record=True)
 
     async def locate(self, person: PersonQuery) -> list[SourceResult]:
         """Each intermediary's own Patients for the person (for a federated search)."""
@@ -138,7 +140,7 @@ class Federator:
         async def work(adapter: IntermediaryAdapter, result: SourceResult) -> None:
             await self._locate(adapter, person, result)
 
-        return await self._fan_out(work)
+        return await self._fan_out(work, record=False)
 
     async def aclose(self) -> None:
         """Cancel the tasks abandoned at their deadline that are still winding down."""
@@ -160,7 +162,10 @@ class Federator:
         result.set_aside = len(located) - len(result.patients)
 
     async def _fan_out(
-        self, work: Callable[[IntermediaryAdapter, SourceResult], Awaitable[None]]
+        self,
+        work: Callable[[IntermediaryAdapter, SourceResult], Awaitable[None]],
+        *,
+        record: bool,
     ) -> list[SourceResult]:
         try:
             adapters = await asyncio.wait_for(self.directory.active(), self.deadline)
@@ -174,6 +179,8 @@ class Federator:
         tasks: dict[asyncio.Task[SourceResult], int] = {}
         started = self._clock()
         for adapter in adapters:
+            if not _offers(adapter, record=record):
+                continue  # an event-delivery channel only (an MLLP feed): nothing to ask
             name = _safe(lambda a=adapter: a.name)  # type: ignore[misc]
             result = SourceResult(name, _safe(lambda a=adapter: a.endpoint))  # type: ignore[misc]
             results.append(result)
@@ -263,6 +270,18 @@ async def _guarded(
         )
         result.patients, result.records = [], []
     return result
+
+
+def _offers(adapter: IntermediaryAdapter, *, record: bool) -> bool:
+    """Does the adapter declare a patient lookup (and, for a record, a way to fetch one)?
+    One whose capabilities cannot be read is asked anyway, so its failure is reported."""
+    try:
+        caps = adapter.capabilities()
+    except Exception:  # noqa: BLE001
+        return True
+    if not (caps.identifier_search or caps.patient_match):
+        return False
+    return not record or caps.everything or caps.document_reference
 
 
 def _safe(get: Callable[[], str]) -> str:

@@ -21,6 +21,8 @@
     apcd_import_error     the line-level errors of an import (file line, element id, reason)
     apcd_member           which Patient a payer's member id maps to (own, or linked)
     apcd_claim            the current version of each imported claim and the resources it made
+    intermediary          registered intermediaries: adapter kind, settings, credentials, status
+    intermediary_check    the outcome of each registry check run (failed check ids and reasons)
 
 The small key-only tables are WITHOUT ROWID on SQLite: the row lives in the key's b-tree, so a
 write touches one structure fewer. (Not `resource`: its rows are large, which SQLite advises
@@ -63,6 +65,8 @@ __all__ = [
     "apcd_member",
     "conditional_key",
     "hl7_message",
+    "intermediary",
+    "intermediary_check",
     "metadata",
     "oauth_assertion_jti",
     "oauth_client",
@@ -408,4 +412,47 @@ apcd_claim = Table(
     Column("digest", String(64), nullable=False),  # SHA-256 of the version's lines
     Column("voided", Boolean, nullable=False),
     Column("resources", Text, nullable=False),  # JSON list of "Type/id"
+)
+
+
+# ---- intermediary registry (app/adapters/registry.py) ---------------------------------------
+# The Organization and Endpoint are FHIR resources in `resource`; these rows hold what must not
+# be a FHIR resource: the credentials for calling the endpoint (never returned by any API,
+# never logged), the adapter kind and settings, and the checks' outcomes.
+
+intermediary = Table(
+    "intermediary",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("endpoint_id", String(64), nullable=False),
+    Column("organization_id", String(64), nullable=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),  # unchecked | active | error | off
+    Column("settings", Text, nullable=False),  # JSON object: capability and limit overrides
+    Column("auth_method", String(32), nullable=False),
+    Column("client_id", Text, nullable=True),
+    Column("token_url", Text, nullable=True),
+    Column("key_file", Text, nullable=True),
+    Column("scope", Text, nullable=True),
+    Column("cert_file", Text, nullable=True),
+    Column("cert_key_file", Text, nullable=True),
+    Column("ca_file", Text, nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("endpoint_id"),
+)
+
+intermediary_check = Table(
+    "intermediary_check",
+    metadata,
+    Column("seq", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False),  # active | error
+    Column("passed", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    Column("failures", Text, nullable=False),  # JSON list of {"id", "reason"}
+    Index(None, "name", "seq"),
 )

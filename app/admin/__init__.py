@@ -1,0 +1,1 @@
+"""Administration endpoints outside the FHIR API (the intermediary registry)."""

@@ -1,0 +1,1 @@
+"""ADT event notifications: the outbox, subscriptions, forwarding and the dispatcher."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -12,8 +13,9 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from app.adapters.base import AdapterError, FailureKind
-from app.adapters.config import RegisteredEndpoint
+from app.adapters.config import EndpointCredentials, RegisteredEndpoint
 from app.adapters.fhir import FhirAdapter
+from app.adapters.registry import CheckRun
 from app.federation.breaker import BreakerState
 from app.federation.directory import StaticDirectory
 from app.federation.federator import Federator
@@ -439,24 +441,25 @@ async def test_federated_search_under_a_patient_token_locates_only_itself(
 # ---- the generic FHIR adapter against a mocked intermediary -------------------------------------
 
 
+def _searchset(*resources: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
+    }
+
+
 @pytest.mark.httpx_mock(assert_all_responses_were_requested=False)
 async def test_generic_fhir_adapter_end_to_end(
     client, auth, container, local, httpx_mock: HTTPXMock
 ):
-    def searchset(*resources: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
-        }
-
     httpx_mock.add_response(
         url=httpx.URL(f"{QA}/Patient", params={"identifier": f"{MRN}|M1"}),
-        json=searchset(remote_patient("ra1")),
+        json=_searchset(remote_patient("ra1")),
     )
     httpx_mock.add_response(
         url=httpx.URL(f"{QA}/Patient/ra1/$everything"),
-        json=searchset(
+        json=_searchset(
             remote_patient("ra1"),
             remote_observation("o1", "Patient/ra1"),
             remote_observation("leak", "Patient/ra1", performer=[{"reference": "Patient/zz"}]),
@@ -469,3 +472,25 @@ async def test_generic_fhir_adapter_end_to_end(
     remote = {k for k in _keys(bundle) if k.startswith(QA)}
     assert remote == {f"{QA}/Patient/ra1", f"{QA}/Observation/o1"}
     assert any(i["code"] == "suppressed" for i in _issues(bundle))
+
+
+@pytest.mark.httpx_mock(assert_all_responses_were_requested=False)
+async def test_registered_intermediaries_are_asked(client, auth, container, local, httpx_mock):
+    """The container's federator asks the registry's active registrations."""
+    service = container.intermediaries()
+    await service.registry.add("qhio-a", kind="fhir", credentials=EndpointCredentials(), address=QA)
+    httpx_mock.add_response(
+        url=httpx.URL(f"{QA}/Patient", params={"identifier": f"{MRN}|M1"}),
+        json=_searchset(remote_patient("ra1")),
+    )
+    httpx_mock.add_response(
+        url=httpx.URL(f"{QA}/Patient/ra1/$everything"),
+        json=_searchset(remote_patient("ra1"), remote_observation("o1", "Patient/ra1")),
+    )
+    url = f"/Patient/{local['patient']}/$everything"
+    try:
+        assert all(k.startswith(FHIR_BASE) for k in _keys(await _bundle(client, auth, url)))
+        await service.registry.record_check("qhio-a", CheckRun(datetime.now(UTC), "active"))
+        assert f"{QA}/Observation/o1" in _keys(await _bundle(client, auth, url))
+    finally:
+        await service.aclose()

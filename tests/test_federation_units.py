@@ -251,3 +251,9 @@ async def test_event_only_channels_are_not_asked():
     assert await fed.record(PERSON) == [] and mllp.located == [] and lookup.located == []
     [found] = await fed.locate(PERSON)
     assert found.endpoint == QB and [p.id for p in found.patients] == ["p"]
+
+
+async def test_this_server_is_never_asked():
+    me = FakeAdapter("myself", QA + "/", patients=[located("p")])
+    fed = Federator(StaticDirectory([me]), own_base=QA)
+    assert await fed.record(PERSON) == [] and me.located == []

@@ -2,9 +2,9 @@
 
 For each adapter the directory lists (app.adapters.base.AdapterDirectory) whose capabilities
 offer a patient lookup (and, for `$everything`, a record: `$everything` or DocumentReference;
-event-only channels are not asked), one task runs `locate` and then, for a federated
-`$everything`, `fetch_record` for each patient located with a score of at least
-`min_match_score` (at most MAX_PATIENTS_PER_SOURCE of them). All tasks
+event-only channels and this server's own base URL are not asked), one task runs `locate`
+and then, for a federated `$everything`, `fetch_record` for each patient located with a score
+of at least `min_match_score` (at most MAX_PATIENTS_PER_SOURCE of them). All tasks
 start together; `asyncio.wait` gives them `deadline` seconds, and a task still running then is
 cancelled and reported as a TIMEOUT without waiting for it to wind down, so the answer never
 waits longer than the deadline whatever an adapter does with the cancellation. The same deadline
@@ -74,9 +74,11 @@ class Federator:
         breaker_failures: int = 5,
         breaker_cooldown: float = 30.0,
         min_match_score: float = 0.9,
+        own_base: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = directory
+        self.own_base = own_base.rstrip("/") if own_base else None
         self.deadline = deadline
         self.min_match_score = min_match_score
         self._breaker_failures = breaker_failures
@@ -99,6 +101,7 @@ class Federator:
             breaker_failures=settings.federation_breaker_failures,
             breaker_cooldown=settings.federation_breaker_cooldown_seconds,
             min_match_score=settings.federation_min_match_score,
+            own_base=settings.fhir_base_url,
             clock=clock,
         )
 
@@ -181,6 +184,8 @@ class Federator:
         for adapter in adapters:
             if not _offers(adapter, record=record):
                 continue  # an event-delivery channel only (an MLLP feed): nothing to ask
+            if self.own_base and _safe(lambda a=adapter: a.endpoint).rstrip("/") == self.own_base:
+                continue  # this server registered as an intermediary: never ask ourselves
             name = _safe(lambda a=adapter: a.name)  # type: ignore[misc]
             result = SourceResult(name, _safe(lambda a=adapter: a.endpoint))  # type: ignore[misc]
             results.append(result)

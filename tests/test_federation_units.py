@@ -257,3 +257,42 @@ async def test_this_server_is_never_asked():
     me = FakeAdapter("myself", QA + "/", patients=[located("p")])
     fed = Federator(StaticDirectory([me]), own_base=QA)
     assert await fed.record(PERSON) == [] and me.located == []
+
+
+def test_absurdly_nested_resources_are_malformed():
+    deep: dict = {"valueString": "x"}
+    for _ in range(500):
+        deep = {"extension": [deep]}
+    bad = remote_observation("deep", "Patient/p1", **deep)
+    got = admit(
+        [bad, remote_observation("ok", "Patient/p1")], base=QA, located={"p1"}, policy=EVERYONE
+    )
+    assert [r["id"] for r in got.resources] == ["ok"] and got.malformed == 1
+
+
+def test_an_answer_in_an_unexpected_shape_is_one_issue():
+    from app.adapters.base import RemoteRecord
+    from app.federation.federator import SourceResult
+    from app.federation.merge import record_entries
+
+    broken = SourceResult("B", QB, patients=[located("p")], records=[RemoteRecord(QB, None)])  # type: ignore[arg-type]
+    fine = SourceResult(
+        "A",
+        QA,
+        patients=[located("p")],
+        records=[RemoteRecord(QA, [remote_patient("p"), remote_observation("o", "Patient/p")])],
+    )
+    seen: set[str] = set()
+    part = record_entries(
+        [broken, fine], policy=EVERYONE, filters=RecordFilter(), seen=seen, now=datetime.now(UTC)
+    )
+    assert [i.code for i in part.issues] == ["structure"] and "TypeError" in part.issues[
+        0
+    ].diagnostics
+    assert {
+        e["fullUrl"] for e in part.entries if "search" in e and e["search"]["mode"] == "match"
+    } == {
+        f"{QA}/Patient/p",
+        f"{QA}/Observation/o",
+    }
+    assert len(seen) == 2

@@ -7,7 +7,8 @@ touched our database. References are resolved against the intermediary's base UR
 
 A resource is admitted only when all of these hold:
 
-1. it is a JSON object of a resource type this server knows, with a valid id;
+1. it is a JSON object of a resource type this server knows, with a valid id, nested at most
+   MAX_DEPTH levels deep (so it can be walked and serialised safely);
 2. the caller's token may read its type (`AccessPolicy.restriction(type, "r")`);
 3. it is the located patient's record:
    - a Patient: one of the located remote Patients (another Patient never enters);
@@ -45,6 +46,7 @@ from app.store.everything import SUPPORTING_TYPES
 __all__ = ["Admitted", "RecordFilter", "admit"]
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+MAX_DEPTH = 100  # JSON nesting of one remote resource; real resources stay far below
 _FOREIGN = "\x00foreign"  # a Patient reference to another server: never a located patient
 
 
@@ -144,7 +146,22 @@ def _well_formed(item: Any) -> bool:
         and item.get("resourceType") in RESOURCE_TYPES
         and isinstance(item.get("id"), str)
         and _ID.match(item["id"]) is not None
+        and _shallow(item, MAX_DEPTH)
     )
+
+
+def _shallow(node: Any, limit: int) -> bool:
+    """Is `node` nested at most `limit` levels deep? (Iterative: no recursion to exhaust.)"""
+    stack = [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(current, dict):
+            stack.extend((v, depth + 1) for v in current.values() if isinstance(v, dict | list))
+        elif isinstance(current, list):
+            stack.extend((v, depth + 1) for v in current if isinstance(v, dict | list))
+    return True
 
 
 def _references(node: Any) -> Iterator[str]:

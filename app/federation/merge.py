@@ -24,7 +24,9 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,6 +49,7 @@ TRANSMITTER = {
     "display": "Transmitter",
 }
 _SUBJECT = "Patient/$subject"
+log = logging.getLogger("dxf.federation")
 # OperationOutcome issue type (https://hl7.org/fhir/R4/valueset-issue-type.html) per failure
 ISSUE_CODES = {
     FailureKind.UNREACHABLE: "transient",
@@ -90,35 +93,46 @@ def record_entries(
     local entries already in the Bundle and gains those of the remote ones."""
     part = FederatedPart(asked=len(results))
     for result in results:
-        if _failed(part, result):
-            continue
-        located = {p.id for p in result.patients}
-        admitted = Admitted()
-        for record in result.records:
-            got = admit(
-                record.resources,
-                base=result.endpoint,
-                located=located,
-                policy=policy,
-                filters=filters,
-            )
-            admitted.resources += got.resources
-            admitted.not_permitted += got.not_permitted
-            admitted.other_patient += got.other_patient
-            admitted.malformed += got.malformed
-            admitted.filtered += got.filtered
-            if not record.complete:
-                part.issues.append(
-                    _info(
-                        result,
-                        "the record is incomplete (the intermediary's paging or "
-                        "size limit stopped it early)",
-                        code="incomplete",
-                    )
-                )
-            part.issues += [_info(result, note) for note in record.notes]
-        _add(part, result, admitted, located, seen, policy, now, scores={})
+        _guarded(part, result, seen, lambda o, r, m: _record(o, r, policy, filters, m, now))
     return part
+
+
+def _record(
+    part: FederatedPart,
+    result: SourceResult,
+    policy: AccessPolicy,
+    filters: RecordFilter,
+    seen: set[str],
+    now: datetime,
+) -> None:
+    if _failed(part, result):
+        return
+    located = {p.id for p in result.patients}
+    admitted = Admitted()
+    for record in result.records:
+        got = admit(
+            record.resources,
+            base=result.endpoint,
+            located=located,
+            policy=policy,
+            filters=filters,
+        )
+        admitted.resources += got.resources
+        admitted.not_permitted += got.not_permitted
+        admitted.other_patient += got.other_patient
+        admitted.malformed += got.malformed
+        admitted.filtered += got.filtered
+        if not record.complete:
+            part.issues.append(
+                _info(
+                    result,
+                    "the record is incomplete (the intermediary's paging or "
+                    "size limit stopped it early)",
+                    code="incomplete",
+                )
+            )
+        part.issues += [_info(result, str(note)) for note in record.notes]
+    _add(part, result, admitted, located, seen, policy, now, scores={})
 
 
 def patient_entries(
@@ -131,15 +145,61 @@ def patient_entries(
     """A federated Patient search: the Patients each intermediary located for the person."""
     part = FederatedPart(asked=len(results))
     for result in results:
-        if _failed(part, result):
-            continue
-        located = {p.id for p in result.patients}
-        bodies = [p.resource for p in result.patients if p.resource.get("id") == p.id]
-        admitted = admit(bodies, base=result.endpoint, located=located, policy=policy)
-        admitted.malformed += len(result.patients) - len(bodies)
-        scores = {p.id: p.score for p in result.patients}
-        _add(part, result, admitted, located, seen, policy, now, scores=scores)
+        _guarded(part, result, seen, lambda o, r, m: _patients(o, r, policy, m, now))
     return part
+
+
+def _patients(
+    part: FederatedPart,
+    result: SourceResult,
+    policy: AccessPolicy,
+    seen: set[str],
+    now: datetime,
+) -> None:
+    if _failed(part, result):
+        return
+    located = {p.id for p in result.patients}
+    bodies = [
+        p.resource
+        for p in result.patients
+        if isinstance(p.resource, dict) and p.resource.get("id") == p.id
+    ]
+    admitted = admit(bodies, base=result.endpoint, located=located, policy=policy)
+    admitted.malformed += len(result.patients) - len(bodies)
+    scores = {p.id: float(p.score) for p in result.patients}
+    _add(part, result, admitted, located, seen, policy, now, scores=scores)
+
+
+def _guarded(
+    part: FederatedPart,
+    result: SourceResult,
+    seen: set[str],
+    merge: Callable[[FederatedPart, SourceResult, set[str]], None],
+) -> None:
+    """Merge one intermediary's answer all or nothing: an answer the adapter handed over in a
+    shape nobody expected becomes one issue instead of failing the read."""
+    own, mine = FederatedPart(), set(seen)
+    try:
+        merge(own, result, mine)
+    except Exception as exc:  # noqa: BLE001 - one intermediary's answer must not fail the read
+        log.error(
+            "intermediary answer not merged",
+            extra={"endpoint": result.endpoint, "error": type(exc).__name__},
+        )
+        part.issues.append(
+            Issue(
+                code="structure",
+                severity="warning",
+                diagnostics=(
+                    f"intermediary {result.name} ({result.endpoint}) is missing from this "
+                    f"answer: its answer could not be read ({type(exc).__name__})"
+                ),
+            )
+        )
+        return
+    part.entries += own.entries
+    part.issues += own.issues
+    seen |= mine
 
 
 def _failed(part: FederatedPart, result: SourceResult) -> bool:

@@ -326,3 +326,17 @@ async def test_the_migration_made_the_tables(db):
     async with db.read() as conn:
         await conn.execute(text("SELECT name, status FROM intermediary"))
         await conn.execute(text("SELECT name, failures FROM intermediary_check"))
+
+
+async def test_a_check_puts_back_an_endpoint_status_written_by_hand(world, admin, auth):
+    http = world["http"]
+    body = registration(world["key_file"])
+    body["auth"]["clientId"] = "not-registered-here"
+    reg = (await http.post(ADMIN_URL, json=body, headers=admin)).json()
+    endpoint = (await http.get(f"/{reg['endpoint']}", headers=auth)).json()
+    endpoint["status"] = "active"
+    put = await http.put(f"/{reg['endpoint']}", json=endpoint, headers={**admin, **FHIR_JSON})
+    assert put.status_code == 200
+    assert await world["service"].directory.active() == []  # the registry's status decides
+    await http.post(f"{ADMIN_URL}/self-qhio/check", headers=admin)
+    assert (await http.get(f"/{reg['endpoint']}", headers=auth)).json()["status"] == "error"

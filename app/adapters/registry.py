@@ -211,6 +211,7 @@ class IntermediaryRegistry:
         if (address is None) == (endpoint_id is None):
             raise ValueError("give exactly one of a base URL (address) or an existing Endpoint id")
         now = _now()
+        attached = endpoint_id is not None
         async with self.repo.transaction() as tx:
             if endpoint_id is not None:
                 if not _ID.match(endpoint_id):
@@ -281,7 +282,7 @@ class IntermediaryRegistry:
                 raise DuplicateRegistration(
                     f"{name!r} is already registered, or its Endpoint belongs to another"
                 ) from None
-        if endpoint_id is not None and address is None:
+        if attached:  # an Endpoint written over FHIR: its status is ours from now on
             await self._sync_endpoint(endpoint_id, "unchecked")
         registered = await self.get(name)
         assert registered is not None
@@ -390,7 +391,7 @@ class IntermediaryRegistry:
                     .where(intermediary.c.name == name)
                     .values(status=run.status, updated=_now())
                 )
-        if reg.enabled and reg.status != run.status:
+        if reg.enabled:  # also repairs an Endpoint.status someone wrote by hand
             await self._sync_endpoint(reg.endpoint_id, run.status)
         return await self.get(name)
 

@@ -20,6 +20,8 @@ from app.auth.revocation import RevocationList
 from app.auth.throttle import LoginThrottle
 from app.auth.tokens import TokenValidator
 from app.db import Database
+from app.federation.directory import LazyDirectory, NoIntermediaries
+from app.federation.federator import Federator
 from app.settings import Settings
 from app.store.repository import FhirRepository
 
@@ -43,6 +45,7 @@ class Container:
     authenticator: Authenticator = field(repr=False)
     tokens: TokenService = field(repr=False)
     audit: AuditRecorder = field(repr=False)
+    federator: Federator = field(repr=False, default_factory=lambda: Federator(NoIntermediaries()))
     login_throttle: LoginThrottle = field(repr=False, default_factory=LoginThrottle)
     keys_created: bool = False
     _hl7: Hl7Service | None = field(default=None, repr=False)
@@ -73,6 +76,7 @@ class Container:
         return FhirRepository(self.db, policy=policy, base_url=self.settings.fhir_base_url)
 
     async def close(self) -> None:
+        await self.federator.aclose()
         if self._intermediaries is not None:
             await self._intermediaries.aclose()
         await self.http.aclose()
@@ -101,7 +105,7 @@ def _wire(
     validator: TokenValidator,
     keys_created: bool = False,
 ) -> Container:
-    """Build the authorization server and audit parts over a database and keys."""
+    """Build the authorization server, audit and federation parts over a database and keys."""
     http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
     clients = ClientRegistry(db)
     revocations = RevocationList(db, poll_seconds=settings.revocation_poll_seconds)
@@ -135,7 +139,7 @@ def _wire(
         validator=validator,
         revocations=revocations,
     )
-    return Container(
+    container = Container(
         settings=settings,
         db=db,
         keys=keys,
@@ -151,3 +155,7 @@ def _wire(
         ),
         keys_created=keys_created,
     )
+    # federated reads ask the registry's active intermediaries (app/adapters/registry.py)
+    directory = LazyDirectory(lambda: container.intermediaries().directory)
+    container.federator = Federator.from_settings(directory, settings)
+    return container

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     intermediary_check_interval: float = Field(default=21600, ge=0)  # seconds; 0 = off
     intermediary_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
+    # Federated reads (app/federation): intermediaries asked during $everything and searches
+    federate_default: bool = True
+    federation_deadline_seconds: float = Field(default=3.0, gt=0, le=60)
+    federation_breaker_failures: int = Field(default=5, ge=1, le=1000)
+    federation_breaker_cooldown_seconds: float = Field(default=30.0, ge=0, le=86400)
+    federation_min_match_score: float = Field(default=0.9, ge=0, le=1)
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:

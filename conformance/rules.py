@@ -51,6 +51,11 @@ EVERYTHING = Rule(
     "Patient/$everything",
     "https://hl7.org/fhir/R4/patient-operation-everything.html",
 )
+MATCH = Rule(
+    "FHIR R4 operation",
+    "Patient/$match",
+    "https://hl7.org/fhir/R4/patient-operation-match.html",
+)
 SMART_DISCOVERY = Rule(
     "SMART App Launch 2",
     "discovery: [base]/.well-known/smart-configuration",

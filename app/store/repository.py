@@ -39,6 +39,7 @@ from app.store.base import (
     utc_now_ms,
 )
 from app.store.everything import EverythingPage, EverythingRequest, everything
+from app.store.matching import match_candidates
 from app.store.searching import SearchPage, run_search
 from app.store.tables import resource, resource_history
 from app.store.writes import WriteSession
@@ -169,6 +170,10 @@ class FhirRepository:
         if request.patient_id is not None:
             await self.read("Patient", request.patient_id)
         return await everything(self, request)
+
+    async def match_candidates(self, wanted: dict[str, Any]) -> list[StoredResource]:
+        """Patient/$match: the Patients worth scoring against `wanted` (app.store.matching)."""
+        return await match_candidates(self, wanted)
 
     def type_filter(self, type_col: Any, id_col: Any, permission: str = "s") -> Any:
         """The policy as a condition on rows of any type: the types it opens, and the

@@ -18,8 +18,14 @@ from urllib.parse import urlencode
 
 import orjson
 
-from app.errors import Invalid, Issue, NotFound, operation_outcome
-from app.fhir.models import RESOURCE_TYPES
+from app.errors import Invalid, Issue, NotFound, Unprocessable, operation_outcome
+from app.federation.admission import RecordFilter
+from app.federation.federator import Federator
+from app.federation.merge import FederatedPart
+from app.federation.person import person_from_search
+from app.federation.reads import Pending, start_locate, start_locate_patient, start_record
+from app.fhir.matching import MATCH_GRADE, score_match
+from app.fhir.models import RESOURCE_TYPES, validate_resource
 from app.fhir.search.criteria import Criteria, parse_criteria
 from app.fhir.search.dates import date_range
 from app.fhir.search.query import parse_search
@@ -34,6 +40,7 @@ from app.store.repository import (
 )
 
 __all__ = [
+    "FEDERATE",
     "ID_PATTERN",
     "Outcome",
     "Writer",
@@ -42,6 +49,7 @@ __all__ = [
     "create",
     "delete",
     "history",
+    "match",
     "read",
     "search",
     "update",
@@ -50,6 +58,7 @@ __all__ = [
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 HISTORY_CONTROL = {"_count", "_cursor", "_since", "_format", "_pretty"}
+FEDERATE = "_federate"  # ask the intermediaries too (app/federation; docs/adapters.md)
 
 
 class Writer(Protocol):
@@ -176,19 +185,31 @@ async def search(
     default_count: int,
     max_count: int,
     lenient: bool = False,
+    federator: Federator | None = None,
 ) -> Outcome:
+    """Type-level search; a Patient search with `_federate=true` also returns the Patients the
+    intermediaries locate for the person the query describes (first page only)."""
     check_type(resource_type)
+    federate = _federate(query, default=False)
+    if federate and resource_type != "Patient":
+        raise Invalid(f"{FEDERATE}=true applies to Patient search only", code="not-supported")
+    criteria_query = [(k, v) for k, v in query if k != FEDERATE]
     request = parse_search(
         resource_type,
-        query,
+        criteria_query,
         default_count=default_count,
         max_count=max_count,
         base_url=fhir_base,
         lenient=lenient,
     )
     page = await repo.search(request)
+    part = FederatedPart()
+    if federate and federator is not None and request.cursor is None and request.count:
+        part = await _federated_search(repo, federator, criteria_query, page.resources)
     url = f"{fhir_base}/{resource_type}"
     base_query = [*request.echo, ("_count", str(request.count))]
+    if federate:
+        base_query.insert(0, (FEDERATE, "true"))
     this = [("_cursor", request.cursor.encode())] if request.cursor else []
     links = [_link("self", url, [*base_query, *this])]
     if page.next_cursor is not None:
@@ -201,15 +222,66 @@ async def search(
         )
         for s in page.resources
     ]
+    entries += [
+        {**e, "resource": _shaped(e["resource"], request.summary, request.elements)}
+        for e in part.entries
+        if e["resource"]["resourceType"] == "Patient"
+    ]
     entries += [_search_entry(fhir_base, s, "include", s.content or b"{}") for s in page.included]
+    entries += [e for e in part.entries if e["resource"]["resourceType"] != "Patient"]
     notes = [*request.ignored, *page.notes]
-    if notes:
-        issues = [Issue(code="informational", diagnostics=n, severity="warning") for n in notes]
+    issues = [Issue(code="informational", diagnostics=n, severity="warning") for n in notes]
+    issues += part.issues
+    if issues:
         entries.append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
     bundle = _bundle("searchset", links, entries)
     if page.total is not None:
         bundle["total"] = page.total
     return Outcome(200, bundle=bundle)
+
+
+async def _federated_search(
+    repo: FhirRepository,
+    federator: Federator,
+    query: list[tuple[str, str]],
+    matches: list[StoredResource],
+) -> FederatedPart:
+    """The intermediaries' Patients for the person the search describes. A patient-confined
+    token only ever looks for its own Patient, and only when the search found it here."""
+    own = repo.policy.restriction("Patient", "s")
+    if own is not None:
+        if not any(s.id == own for s in matches):
+            return FederatedPart()
+        pending = await start_locate_patient(federator, repo, own)
+    else:
+        person = person_from_search(query)
+        if person is None:
+            note = Issue(
+                code="informational",
+                severity="information",
+                diagnostics=(
+                    f"{FEDERATE}=true: the search names no identifier, name, birthdate, phone or "
+                    "email to locate the patient by; only local results are returned"
+                ),
+            )
+            return FederatedPart(issues=[note])
+        pending = start_locate(federator, person, None)
+    return await pending.finish(repo, matches)
+
+
+def _shaped(body: dict[str, Any], summary: str | None, elements: tuple[str, ...]) -> Any:
+    if summary in (None, "false") and not elements:
+        return body
+    return orjson.Fragment(shape(orjson.dumps(body), summary, elements))
+
+
+def _federate(query: list[tuple[str, str]], *, default: bool) -> bool:
+    values = [v for k, v in query if k == FEDERATE]
+    if not values:
+        return default
+    if len(values) > 1 or values[0] not in ("true", "false"):
+        raise Invalid(f"{FEDERATE} takes true or false, once")
+    return values[0] == "true"
 
 
 def _search_entry(fhir_base: str, s: StoredResource, mode: str, content: bytes) -> dict[str, Any]:
@@ -220,7 +292,17 @@ def _search_entry(fhir_base: str, s: StoredResource, mode: str, content: bytes) 
     }
 
 
-EVERYTHING_PARAMS = {"_since", "_type", "_count", "_cursor", "start", "end", "_format", "_pretty"}
+EVERYTHING_PARAMS = {
+    "_since",
+    "_type",
+    "_count",
+    "_cursor",
+    "start",
+    "end",
+    "_format",
+    "_pretty",
+    FEDERATE,
+}
 
 
 async def everything(
@@ -231,9 +313,15 @@ async def everything(
     fhir_base: str,
     default_count: int,
     max_count: int,
+    federator: Federator | None = None,
+    federate_default: bool = False,
 ) -> Outcome:
     """Patient/$everything at instance or type level
-    (https://hl7.org/fhir/R4/patient-operation-everything.html), as a paged searchset."""
+    (https://hl7.org/fhir/R4/patient-operation-everything.html), as a paged searchset.
+
+    Federated (`_federate`, default `federate_default`), the first page also holds what each
+    active intermediary has for the same person; later pages are local only. Type level
+    federates only for a token confined to one Patient (its record is that Patient's)."""
     if patient_id is not None:
         check_id(patient_id)
     control = _control(query, EVERYTHING_PARAMS, operation="$everything")
@@ -254,17 +342,130 @@ async def everything(
         end=end,
         cursor=_everything_cursor(control.get("_cursor")),
     )
-    page = await repo.everything(request)
+    pending: Pending | None = None
+    federate = _federate(query, default=federate_default)
+    if federator is not None and request.cursor is None and federate:
+        subject = patient_id or repo.policy.restriction("Patient", "r")
+        if subject is not None:
+            filters = RecordFilter(types, request.since, start, end)
+            pending = await start_record(federator, repo, subject, filters)
+    try:
+        page = await repo.everything(request)
+    except BaseException:
+        if pending is not None:
+            pending.cancel()
+        raise
+    part = await pending.finish(repo, page.resources) if pending else FederatedPart()
     path = f"Patient/{patient_id}/$everything" if patient_id else "Patient/$everything"
     url = f"{fhir_base}/{path}"
-    base_query = [(k, v) for k, v in query if k in ("_since", "_type", "start", "end")]
+    keep = ("_since", "_type", "start", "end", FEDERATE)
+    base_query = [(k, v) for k, v in query if k in keep]
     base_query.append(("_count", str(request.count)))
     links = [_link("self", url, [*base_query, *_cursor(control)])]
     if page.next_cursor is not None:
         token = base64.urlsafe_b64encode(orjson.dumps(page.next_cursor)).decode()
         links.append(_link("next", url, [*base_query, ("_cursor", token)]))
     entries = [_search_entry(fhir_base, s, "match", s.content or b"{}") for s in page.resources]
+    entries += part.entries
+    if part.issues:
+        outcome = operation_outcome(part.issues)
+        entries.append({"resource": outcome, "search": {"mode": "outcome"}})
     return Outcome(200, bundle=_bundle("searchset", links, entries))
+
+
+MATCH_DEFAULT_COUNT = 10
+
+
+async def match(
+    repo: FhirRepository, body: dict[str, Any], *, fhir_base: str, max_count: int
+) -> Outcome:
+    """Patient/$match (https://hl7.org/fhir/R4/patient-operation-match.html): the stored
+    Patients most like the one given, best first, each with `search.score` and the match-grade
+    extension; candidates come from the index (app/store/matching.py), scores from
+    app/fhir/matching.py. Certainly-not matches and those below every grade are left out."""
+    wanted, only_certain, count = _match_input(body, max_count)
+    scored = []
+    for stored in await repo.match_candidates(wanted):
+        found = score_match(wanted, orjson.loads(stored.content or b"{}"))
+        if found.grade is not None and found.grade != "certainly-not":
+            scored.append((found, stored))
+    scored.sort(key=lambda pair: (-pair[0].score, pair[1].id))
+    issues = []
+    if only_certain:
+        scored = [pair for pair in scored if pair[0].grade == "certain"]
+        if len(scored) > 1:
+            issues.append(
+                Issue(
+                    code="multiple-matches",
+                    severity="information",
+                    diagnostics=(
+                        f"{len(scored)} Patients match with certainty; with onlyCertainMatches "
+                        "none is returned"
+                    ),
+                )
+            )
+            scored = []
+    entries: list[dict[str, Any]] = []
+    for found, stored in scored[:count]:
+        entry = _search_entry(fhir_base, stored, "match", stored.content or b"{}")
+        entry["search"] = {
+            "extension": [{"url": MATCH_GRADE, "valueCode": found.grade}],
+            "mode": "match",
+            "score": found.score,
+        }
+        entries.append(entry)
+    total = len(entries)
+    if issues:
+        entries.append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
+    links = [{"relation": "self", "url": f"{fhir_base}/Patient/$match"}]
+    bundle = _bundle("searchset", links, entries)
+    bundle["total"] = total
+    return Outcome(200, bundle=bundle)
+
+
+def _match_input(body: dict[str, Any], max_count: int) -> tuple[dict[str, Any], bool, int]:
+    """The Parameters of $match: `resource` (a Patient, required), `onlyCertainMatches`
+    (boolean, default false), `count` (positive integer; default MATCH_DEFAULT_COUNT)."""
+    if body.get("resourceType") != "Parameters" or not isinstance(body.get("parameter"), list):
+        raise Invalid("Patient/$match takes a Parameters resource with a 'resource' parameter")
+    wanted: dict[str, Any] | None = None
+    only_certain, count = False, min(MATCH_DEFAULT_COUNT, max_count)
+    seen: set[str] = set()
+    for param in body["parameter"]:
+        name = param.get("name") if isinstance(param, dict) else None
+        if name in seen:
+            raise Invalid(f"$match parameter '{name}' may appear only once")
+        seen.add(str(name))
+        if name == "resource":
+            wanted = param.get("resource")
+            if not isinstance(wanted, dict) or wanted.get("resourceType") != "Patient":
+                raise Invalid("$match parameter 'resource' must hold a Patient")
+        elif name == "onlyCertainMatches":
+            if not isinstance(param.get("valueBoolean"), bool):
+                raise Invalid("$match parameter 'onlyCertainMatches' takes a valueBoolean")
+            only_certain = param["valueBoolean"]
+        elif name == "count":
+            value = param.get("valueInteger")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise Invalid("$match parameter 'count' takes a positive valueInteger")
+            count = min(value, max_count)
+        else:
+            raise Invalid(f"unknown $match parameter {str(name)[:40]!r}", code="not-supported")
+    if wanted is None:
+        raise Invalid("$match needs the parameter 'resource' (the Patient to match)")
+    validate_resource(wanted)
+    names = [n for n in wanted.get("name") or [] if isinstance(n, dict)]
+    if not (
+        wanted.get("identifier")
+        or any(n.get("family") for n in names)
+        or wanted.get("birthDate")
+        or wanted.get("telecom")
+    ):
+        raise Unprocessable(
+            "$match needs an identifier, a family name, a birth date or a telecom to match on",
+            code="incomplete",
+        )
+    return wanted, only_certain, count
 
 
 def _care_date(control: dict[str, str], name: str, *, high: bool) -> datetime | None:

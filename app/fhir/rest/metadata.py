@@ -67,6 +67,10 @@ _OPERATIONS = {
         "Patient",
         "http://hl7.org/fhir/OperationDefinition/Patient-everything",
     ),
+    "match": (
+        "Patient",
+        "http://hl7.org/fhir/OperationDefinition/Patient-match",
+    ),
 }
 
 

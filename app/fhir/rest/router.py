@@ -34,6 +34,7 @@ from app.errors import (
     PayloadTooLarge,
     Unavailable,
 )
+from app.federation.federator import Federator
 from app.fhir.rest import interactions
 from app.fhir.rest.bundles import process_bundle
 from app.fhir.rest.interactions import Outcome, outcome_resource
@@ -76,6 +77,15 @@ class Ctx:
             "fhir_base": s.fhir_base_url,
             "default_count": s.default_page_size,
             "max_count": s.max_page_size,
+        }
+
+    def federator(self) -> Federator:
+        return self.container.federator
+
+    def federation(self) -> dict[str, Any]:
+        return {
+            "federator": self.container.federator,
+            "federate_default": self.container.settings.federate_default,
         }
 
     async def body(self) -> bytes:
@@ -167,7 +177,7 @@ async def delete(ctx: Ctx, type: str, id: str) -> Response:
 async def search(ctx: Ctx, type: str) -> Response:
     lenient = prefer_lenient(ctx.request.headers.get("prefer"))
     outcome = await interactions.search(
-        ctx.repo, type, ctx.query(), lenient=lenient, **ctx.paging()
+        ctx.repo, type, ctx.query(), lenient=lenient, federator=ctx.federator(), **ctx.paging()
     )
     return ctx.respond(outcome)
 
@@ -182,18 +192,38 @@ async def search_post(ctx: Ctx, type: str) -> Response:
         raise Invalid("the form body is not UTF-8") from None
     lenient = prefer_lenient(ctx.request.headers.get("prefer"))
     outcome = await interactions.search(
-        ctx.repo, type, ctx.query() + form, lenient=lenient, **ctx.paging()
+        ctx.repo,
+        type,
+        ctx.query() + form,
+        lenient=lenient,
+        federator=ctx.federator(),
+        **ctx.paging(),
     )
     return ctx.respond(outcome)
 
 
 async def everything_instance(ctx: Ctx, id: str) -> Response:
-    outcome = await interactions.everything(ctx.repo, id, ctx.query(), **ctx.paging())
+    outcome = await interactions.everything(
+        ctx.repo, id, ctx.query(), **ctx.federation(), **ctx.paging()
+    )
     return ctx.respond(outcome)
 
 
 async def everything_type(ctx: Ctx) -> Response:
-    outcome = await interactions.everything(ctx.repo, None, ctx.query(), **ctx.paging())
+    outcome = await interactions.everything(
+        ctx.repo, None, ctx.query(), **ctx.federation(), **ctx.paging()
+    )
+    return ctx.respond(outcome)
+
+
+async def match(ctx: Ctx) -> Response:
+    body = await ctx.json()
+    outcome = await interactions.match(
+        ctx.repo,
+        body,
+        fhir_base=ctx.container.settings.fhir_base_url,
+        max_count=ctx.container.settings.max_page_size,
+    )
     return ctx.respond(outcome)
 
 
@@ -276,6 +306,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(
         "GET", "/Patient/{id}/$everything", everything_instance, None, "instance", "everything"
     ),
+    RouteSpec("POST", "/Patient/$match", match, None, "type", "match"),
     RouteSpec("POST", "/{type}/_search", search_post, "search-type", "type"),
     RouteSpec("GET", "/{type}/{id}/_history/{vid}", vread, "vread", "instance"),
     RouteSpec("GET", "/{type}/{id}/_history", history_instance, "history-instance", "instance"),

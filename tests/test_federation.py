@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
-from app.adapters.base import AdapterError, FailureKind
+from app.adapters.base import FEDERATED_HOP_HEADER, AdapterError, FailureKind
 from app.adapters.config import EndpointCredentials, RegisteredEndpoint
 from app.adapters.fhir import FhirAdapter
 from app.adapters.registry import CheckRun
@@ -472,6 +472,26 @@ async def test_generic_fhir_adapter_end_to_end(
     remote = {k for k in _keys(bundle) if k.startswith(QA)}
     assert remote == {f"{QA}/Patient/ra1", f"{QA}/Observation/o1"}
     assert any(i["code"] == "suppressed" for i in _issues(bundle))
+
+
+async def test_a_federated_call_is_answered_from_local_data_only(
+    client, auth, container, local, httpx_mock: HTTPXMock
+):
+    """Two dxf-bridge servers registered with each other must not federate in a loop: the
+    generic adapter marks its requests, and a marked request is never federated again."""
+    a = FakeAdapter("QHIO A", QA, patients=[located("ra1")], resources=[remote_patient("ra1")])
+    federate(container, a)
+    hop = {**auth, FEDERATED_HOP_HEADER: "1"}
+    bundle = await _bundle(client, hop, f"/Patient/{local['patient']}/$everything")
+    assert all(k.startswith(FHIR_BASE) for k in _keys(bundle)) and a.located == []
+    r = await client.get("/Patient?identifier=M1&_federate=true", headers=hop)
+    assert r.status_code == 200 and a.located == []
+
+    httpx_mock.add_response(url=httpx.URL(f"{QA}/Patient/ra1/$everything"), json=_searchset())
+    async with httpx.AsyncClient() as http:
+        adapter = FhirAdapter(RegisteredEndpoint(name="QHIO A", address=QA), http)
+        await adapter.fetch_record(located("ra1"))
+    assert httpx_mock.get_requests()[0].headers[FEDERATED_HOP_HEADER] == "1"
 
 
 @pytest.mark.httpx_mock(assert_all_responses_were_requested=False)

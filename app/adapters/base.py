@@ -29,6 +29,7 @@ __all__ = [
     "AdapterError",
     "AdtEvent",
     "DeliveryReceipt",
+    "FEDERATED_HOP_HEADER",
     "FailureKind",
     "IntermediaryAdapter",
     "PersonQuery",
@@ -48,6 +49,11 @@ class FailureKind(StrEnum):
     UNSUPPORTED = "unsupported"  # the adapter does not offer this interaction
     CIRCUIT_OPEN = "circuit-open"  # not called: too many recent failures
 
+
+# Sent on every request an adapter makes. A dxf-bridge answering such a request never asks its
+# own intermediaries (app/fhir/rest/router.py): two servers registered with each other would
+# otherwise federate back and forth until their deadlines ran out. Other servers ignore it.
+FEDERATED_HOP_HEADER = "X-DxF-Federated-Hop"
 
 RETRYABLE = frozenset({FailureKind.UNREACHABLE, FailureKind.TIMEOUT, FailureKind.HTTP})
 

@@ -50,6 +50,7 @@ import httpx
 import orjson
 
 from app.adapters.base import (
+    FEDERATED_HOP_HEADER,
     AdapterCapabilities,
     AdapterError,
     AdtEvent,
@@ -463,7 +464,12 @@ class FhirAdapter:
         left: float,
         extra_headers: dict[str, str] | None = None,
     ) -> _Reply:
-        headers = {"Accept": accept, **dict(self.config.headers), **(extra_headers or {})}
+        headers = {
+            "Accept": accept,
+            FEDERATED_HOP_HEADER: "1",
+            **dict(self.config.headers),
+            **(extra_headers or {}),
+        }
         if content is not None:
             headers["Content-Type"] = FHIR_JSON
         single = self._http.timeout.read  # the client's timeout for one network operation

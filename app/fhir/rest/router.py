@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from app.adapters.base import FEDERATED_HOP_HEADER
 from app.audit import api as audit_api
 from app.audit.recorder import entry_for_request
 from app.container import Container
@@ -79,12 +80,16 @@ class Ctx:
             "max_count": s.max_page_size,
         }
 
-    def federator(self) -> Federator:
+    def federator(self) -> Federator | None:
+        """None for a request that is itself a federated call (FEDERATED_HOP_HEADER): two
+        dxf-bridge servers registered with each other must not ask each other in a loop."""
+        if self.request.headers.get(FEDERATED_HOP_HEADER):
+            return None
         return self.container.federator
 
     def federation(self) -> dict[str, Any]:
         return {
-            "federator": self.container.federator,
+            "federator": self.federator(),
             "federate_default": self.container.settings.federate_default,
         }
 

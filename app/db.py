@@ -20,6 +20,13 @@ page read searches a longer log index. The writer therefore bounds it: after a c
 leaves the log over `wal_limit_bytes`, it runs a TRUNCATE checkpoint, which waits (a bounded
 time) for the readers of older snapshots to finish, copies everything and empties the log
 (https://sqlite.org/c3ref/wal_checkpoint_v2.html, https://sqlite.org/wal.html#avoiding_excessively_large_wal_files).
+
+Ordinary checkpoints run off the request path: SQLite would run one inside the commit that
+takes the log past 1,000 pages (copying them into the database and syncing it), which doubled
+the cost of a commit. Pooled connections set `wal_autocheckpoint=0`, and a thread of this
+process (`_Checkpointer`, its own connection) runs a passive checkpoint whenever a commit leaves
+more than CHECKPOINT_AFTER_BYTES in the log. sqlite3 releases the GIL while it copies, so on a
+second core the copying overlaps the server's own work.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable
@@ -53,6 +61,8 @@ T = TypeVar("T")
 _LOCK_WAIT_SECONDS = 30.0  # how long a writer waits for another process's write lock
 _CHECKPOINT_WAIT_MS = 2000  # how long a forced checkpoint waits for older readers
 DEFAULT_WAL_LIMIT_BYTES = 64 * 1024 * 1024
+CHECKPOINT_AFTER_BYTES = 4 * 1024 * 1024  # SQLite's own default: 1,000 pages of 4 KiB
+_CHECKPOINT_INTERVAL_SECONDS = 0.05
 
 
 class DbConnection(Protocol):
@@ -213,6 +223,7 @@ class Database:
             self._point_reader: sqlite3.Connection | None = None
             self._point_path = parsed.database
             self._wal_path = parsed.database + "-wal"
+            self._checkpointer = _Checkpointer(parsed.database)
         else:
             self.engine = create_async_engine(
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
@@ -286,8 +297,11 @@ class Database:
                     tx.rollback()
                     raise
                 tx.commit()
-                if self.wal_limit_bytes and self._wal_size() > self.wal_limit_bytes:
+                size = self._wal_size()
+                if self.wal_limit_bytes and size > self.wal_limit_bytes:
                     await self._checkpoint(conn)
+                elif size > CHECKPOINT_AFTER_BYTES:
+                    self._checkpointer.wake()
 
     def _wal_size(self) -> int:
         try:
@@ -385,6 +399,7 @@ class Database:
             await self._point_pool.close()
             self._point_pool = None
         if self.is_sqlite:
+            self._checkpointer.stop()
             if self._point_reader is not None:
                 self._point_reader.close()
                 self._point_reader = None
@@ -532,6 +547,62 @@ def _unnest_insert(statement: Any, names: list[str]) -> tuple[Any, list[str]] | 
     return text(f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM unnest({casts})'), names
 
 
+class _Checkpointer:
+    """Passive checkpoints in a thread of their own, woken by commits (see the module's
+    docstring). Started on the first wake-up; stop() ends it."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._wanted = threading.Event()
+        self._quiet = threading.Event()  # set only by stop(): ends the pause between runs
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.runs = 0  # checkpoints run so far (tests wait on it)
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="dxf-sqlite-checkpoint", daemon=True
+                )
+                self._thread.start()
+        self._wanted.set()
+
+    def _loop(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=100")
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                if self._stopping:
+                    return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # busy or locked: the next commit wakes us again
+                    logging.getLogger("dxf.db").warning(
+                        "sqlite checkpoint failed", extra={"error": type(exc).__name__}
+                    )
+                self.runs += 1
+                # at most one checkpoint per interval: while readers keep the log from being
+                # restarted, every commit finds it over the threshold and wakes us again
+                self._quiet.wait(_CHECKPOINT_INTERVAL_SECONDS)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            thread, self._thread = self._thread, None
+        self._quiet.set()
+        self._wanted.set()
+        if thread is not None:
+            thread.join(timeout=30)
+
+
 def _truncate_wal(raw: sqlite3.Connection) -> tuple[int, int, int]:
     """PRAGMA wal_checkpoint(TRUNCATE) with a longer busy wait than ordinary statements get;
     (busy, log frames, frames copied). busy=1: a reader or another process's writer outlasted
@@ -572,6 +643,10 @@ def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
             f"PRAGMA synchronous={synchronous}",
             "PRAGMA busy_timeout=100",  # short: longer waits happen in Database._begin_immediate
             "PRAGMA foreign_keys=ON",
+            "PRAGMA wal_autocheckpoint=0",  # checkpoints run in _Checkpointer, not in commits
+            # a restarted log is cut back to this size, so its size again tells how much has
+            # been written since (Database.write wakes the checkpointer past it)
+            f"PRAGMA journal_size_limit={CHECKPOINT_AFTER_BYTES}",
         ):
             cur.execute(pragma)
         cur.close()

@@ -8,8 +8,10 @@ what two busy server workers look like to the database.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,34 @@ async def test_without_a_limit_the_readers_starve_the_passive_checkpoints(tmp_pa
         await db.dispose()
     assert db.forced_checkpoints == 0
     assert sizes[-1] > 2 * 1024 * 1024
+
+
+async def test_commits_leave_checkpoints_to_the_background_thread(tmp_path: Path) -> None:
+    """No commit runs a checkpoint itself (wal_autocheckpoint=0); past the threshold the
+    checkpointer thread copies the log while writes go on, and the writer's bound (here
+    8 MB) empties it whenever writes outrun the copying."""
+    path = tmp_path / "bg.db"
+    limit = 8 * 1024 * 1024
+    db = Database(f"sqlite:///{path}", pool_size=2, wal_limit_bytes=limit)
+    try:
+        async with db.write() as conn:
+            assert (await conn.execute(text("PRAGMA wal_autocheckpoint"))).scalar() == 0
+            await conn.execute(text("CREATE TABLE blob (id INTEGER PRIMARY KEY, body BLOB)"))
+        sizes = []
+        for i in range(4000):  # about 16 MB through the log, four times the threshold
+            async with db.write() as conn:
+                await conn.execute(
+                    text("INSERT INTO blob (id, body) VALUES (:i, :b)"), {"i": i, "b": ROW}
+                )
+            sizes.append(db._wal_size())
+            if i % 500 == 499:
+                deadline = time.monotonic() + 30
+                while db._checkpointer.runs == 0 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)  # polling a condition, with a deadline
+        assert db._checkpointer.runs >= 1
+        # a forced checkpoint that meets the thread's busy is retried at the next commit
+        assert max(sizes) < limit + 1024 * 1024, max(sizes)  # 50 MB unbounded
+    finally:
+        await db.dispose()
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM blob").fetchone()[0] == 4000

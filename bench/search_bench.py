@@ -124,6 +124,28 @@ async def load(
     return {"resources": loaded, "seconds": seconds, "per_s": loaded / seconds}
 
 
+async def existing(
+    base: str, token: str, gen: Generator, patients: int, facts: list[dict[str, Any]]
+) -> dict[str, float]:
+    """--existing: the same seeded patients, already in the database; each one's server id is
+    looked up by its identifier (for 500 of them: the queries only need a sample)."""
+    derived = [gen.patient_bundle()[1] for _ in range(patients)]
+    sample = random.Random(len(facts)).sample(derived, min(500, len(derived)))
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base, timeout=60.0) as client:
+        for fact in sample:
+            r = await client.get(
+                f"/fhir/Patient?identifier={MRN_SYSTEM}|{fact['mrn']}", headers=headers
+            )
+            r.raise_for_status()
+            entries = r.json().get("entry") or []
+            if not entries:
+                raise SystemExit(f"--existing: patient {fact['mrn']} is not in the database")
+            fact["id"] = entries[0]["resource"]["id"]
+            facts.append(fact)
+    return {"resources": 0, "seconds": 0.0, "per_s": 0.0}
+
+
 def measure(
     base: str, token: str, facts: list[dict[str, Any]], repeat: int, seed: int
 ) -> dict[str, dict[str, float]]:
@@ -191,20 +213,25 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         token = server.run_cli("token", "--scope", "system/*.cruds", "--ttl", "86400")
         gen = Generator(args.seed)
         headers = {"Authorization": f"Bearer {token}", "Content-Type": FHIR_JSON}
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=300.0) as client:
-            r = await client.post("/fhir", json=gen.shared.bundle(), headers=headers)
-            r.raise_for_status()
+        if not args.existing:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=300.0) as client:
+                r = await client.post("/fhir", json=gen.shared.bundle(), headers=headers)
+                r.raise_for_status()
         facts: list[dict[str, Any]] = []
         for scale in args.scales:
             todo = scale - len(facts)
-            print(f"loading {todo} patients (to {scale}) ...", flush=True)
-            loaded = await load(server.base_url, token, gen, todo, args.clients, facts)
-            print(
-                f"  {loaded['resources']:,} resources in {loaded['seconds']:.0f} s: "
-                f"{loaded['per_s']:,.0f}/s",
-                flush=True,
-            )
-            server.run_cli("analyze")  # as after any bulk load (see README, "Bulk loads")
+            if args.existing:
+                print(f"re-deriving {todo} patients (to {scale}) already loaded ...", flush=True)
+                loaded = await existing(server.base_url, token, gen, todo, facts)
+            else:
+                print(f"loading {todo} patients (to {scale}) ...", flush=True)
+                loaded = await load(server.base_url, token, gen, todo, args.clients, facts)
+                print(
+                    f"  {loaded['resources']:,} resources in {loaded['seconds']:.0f} s: "
+                    f"{loaded['per_s']:,.0f}/s",
+                    flush=True,
+                )
+                server.run_cli("analyze")  # as after any bulk load (see README, "Bulk loads")
             total = await count_resources(server.base_url, token)
             print(f"measuring at {total:,} resources ...", flush=True)
             stats = measure(server.base_url, token, facts, args.repeat, args.seed + scale)
@@ -236,8 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--database-url", help="PostgreSQL URL of an EMPTY database (default: SQLite)"
     )
+    parser.add_argument(
+        "--existing",
+        action="store_true",
+        help="measure a database this script loaded before (same --seed and --scales; give"
+        " --database-url, sqlite:////path/bench.db for SQLite) without loading anything",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
+    if args.existing and not args.database_url:
+        parser.error("--existing needs --database-url")
     results = asyncio.run(main_async(args))
     print()
     print(report(results))

@@ -1,5 +1,6 @@
-"""A broad reverse chain is answered by an ordered scan (app/store/searching.py, _broad_driver)
-with the same pages as the id-list plan: same matches, same order, same paging links."""
+"""Searches in id order cut their page from the driving criterion's index (app/fhir/search/sql.py,
+driver_page) and page exactly like the plain plan: same matches, same order, same links both
+ways."""
 
 from __future__ import annotations
 
@@ -18,62 +19,81 @@ async def _create(client, auth, body: dict[str, Any]) -> str:
     return str(r.json()["id"])
 
 
-async def _pages(client, auth, query: str) -> list[list[str]]:
-    pages, url = [], f"/{query}"
+async def _walk(client, auth, query: str, relation: str = "next") -> tuple[list[list[str]], str]:
+    """Follow `relation` links from the query; the pages' ids and the last page's body."""
+    pages, url, last = [], "/" + query.lstrip("/"), {}
     while url:
         r = await client.get(url, headers=auth)
         assert r.status_code == 200, r.text
-        body = r.json()
-        pages.append([e["resource"]["id"] for e in body.get("entry", [])])
-        nxt = [link["url"] for link in body["link"] if link["relation"] == "next"]
-        url = nxt[0].split("/fhir", 1)[1] if nxt else ""
-    return pages
+        last = r.json()
+        pages.append([e["resource"]["id"] for e in last.get("entry", [])])
+        links = [link["url"] for link in last["link"] if link["relation"] == relation]
+        url = links[0].split("/fhir", 1)[1] if links else ""
+    return pages, next(
+        (link["url"].split("/fhir", 1)[1] for link in last["link"] if link["relation"] == "previous"),
+        "",
+    )
 
 
 @pytest.fixture
-def scans(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Records each search's choice; the broad threshold is lowered to suit a small database."""
+def plans(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records for each search whether the driver cut the page (True) or the plain plan ran."""
     seen: list[bool] = []
-    original = searching._broad_driver
+    original = searching.driver_page
 
-    async def spy(*args: Any) -> bool:
-        seen.append(await original(*args))
-        return seen[-1]
+    def spy(*args: Any, **kw: Any) -> Any:
+        page = original(*args, **kw)
+        seen.append(page is not None)
+        return page
 
-    monkeypatch.setattr(searching, "BROAD_DRIVER", 4)
-    monkeypatch.setattr(searching, "_broad_driver", spy)
+    monkeypatch.setattr(searching, "driver_page", spy)
     return seen
 
 
-async def test_a_broad_reverse_chain_pages_like_the_id_list_plan(client, auth, db, scans):
-    with_code, without = [], []
+@pytest.fixture
+async def people(client, auth) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {"a1c": [], "high": [], "all": []}
     for n in range(9):
         pid = await _create(client, auth, patient(f"mrn-{n}", family=f"Broad{n}"))
-        code = "4548-4" if n % 3 else "8867-4"
-        await _create(client, auth, observation(pid, code=code))
-        await _create(client, auth, observation(pid, code="8867-4"))
-        (with_code if code == "4548-4" else without).append(pid)
+        groups["all"].append(pid)
+        if n % 3:
+            await _create(client, auth, observation(pid, code="4548-4"))
+            groups["a1c"].append(pid)
+        value = 150.0 if n % 2 else 90.0
+        oid = await _create(client, auth, observation(pid, code="2345-7", value=value))
+        if value > 140:
+            groups["high"].append(oid)
+    return groups
+
+
+async def test_reverse_chain_pages_both_ways(client, auth, people, plans):
     query = "Patient?_has:Observation:patient:code=4548-4&_count=2"
-    pages = await _pages(client, auth, query)
-    expected = sorted(with_code)
-    assert [i for page in pages for i in page] == expected
+    pages, prev = await _walk(client, auth, query)
+    assert [i for page in pages for i in page] == sorted(people["a1c"])
     assert [len(p) for p in pages] == [2, 2, 2]
-    if db.is_sqlite:
-        assert scans[0] is True  # six referring Observations: broad at a threshold of four
-    else:
-        assert scans[0] is False  # PostgreSQL plans the list itself
-
-    # a narrow driver keeps the id list
-    scans.clear()
-    assert await _pages(client, auth, "Patient?_has:Observation:patient:code=0000-0") == [[]]
-    assert scans == [False]
+    assert plans and all(plans)
+    back, _ = await _walk(client, auth, prev, relation="previous")
+    assert [i for page in reversed(back) for i in page] == sorted(people["a1c"])[:4]
 
 
-async def test_a_sorted_or_counted_search_never_scans(client, auth, db, scans):
-    for n in range(6):
-        pid = await _create(client, auth, patient(f"mrn-s{n}", family=f"Sorted{n}"))
-        await _create(client, auth, observation(pid, code="4548-4"))
-    for extra in ("&_sort=family", "&_total=accurate"):
-        scans.clear()
-        await _pages(client, auth, f"Patient?_has:Observation:patient:code=4548-4{extra}")
-        assert scans[0] is False
+async def test_a_code_with_a_value_range(client, auth, people, plans):
+    query = "Observation?code=2345-7&value-quantity=gt140&_count=2"
+    pages, _ = await _walk(client, auth, query)
+    assert [i for page in pages for i in page] == sorted(people["high"])
+    assert all(plans)
+
+
+async def test_a_string_prefix_and_a_missing_match(client, auth, people, plans):
+    pages, _ = await _walk(client, auth, "Patient?name=broad&_count=4")
+    assert [i for page in pages for i in page] == sorted(people["all"])
+    pages, _ = await _walk(client, auth, "Patient?_has:Observation:patient:code=0000-0")
+    assert pages == [[]]
+    assert all(plans)
+
+
+async def test_sorted_searches_and_id_lists_keep_the_plain_plan(client, auth, people, plans):
+    await _walk(client, auth, "Patient?name=broad&_sort=family")
+    ids = ",".join(people["all"][:3])
+    pages, _ = await _walk(client, auth, f"Patient?_id={ids}")
+    assert sorted(pages[0]) == sorted(people["all"][:3])
+    assert plans == [False]  # _sort never asks the driver; an _id list cannot drive this way

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, false, func, select, true
 
 from app.errors import Forbidden
 from app.fhir.search.query import Cursor, IncludeSpec, SearchQuery
-from app.fhir.search.sql import driver_ids, keyset_condition, order_by, sort_expression
+from app.fhir.search.sql import driver_page, keyset_condition, order_by, sort_expression
 from app.store import statements as q
 from app.store.base import StoredResource, aware
 from app.store.tables import resource, spidx_reference
@@ -62,11 +62,10 @@ async def run_search(repo: FhirRepository, query: SearchQuery) -> SearchPage:
     patient = repo.policy.restriction(criteria.resource_type, "s")
     r = resource.c
     guard = policy_guard(repo)
-    driven = patient is not None or await _broad_driver(repo, query, guard)
     conds: list[Any] = [
         r.res_type == criteria.resource_type,
         r.deleted.is_(False),
-        criteria.where(guard, driven=driven),
+        criteria.where(guard, driven=patient is not None),
     ]
     if patient:
         conds.append(q.compartment_member(patient, criteria.resource_type, r.res_id))
@@ -86,6 +85,19 @@ async def run_search(repo: FhirRepository, query: SearchQuery) -> SearchPage:
             keyset_condition(query.sort, exprs, cursor.values, cursor.last_id, after=not backwards)
         )
     labels = [e.label(f"k{i}") for i, e in enumerate(exprs)]
+    page_ids = None
+    if patient is None and not query.sort:  # in id order: the driver can cut the page itself
+        bound = cursor.last_id if cursor is not None else None
+        page_ids = driver_page(
+            criteria,
+            guard,
+            limit=query.count + 1,
+            after=None if backwards else bound,
+            before=bound if backwards else None,
+        )
+    if page_ids is not None:
+        conds = [r.res_type == criteria.resource_type, r.deleted.is_(False)]
+        conds.append(r.res_id.in_(page_ids))
     statement = (
         select(r.res_type, r.res_id, r.version, r.last_updated, r.content, *labels)
         .where(*conds)
@@ -108,37 +120,6 @@ async def run_search(repo: FhirRepository, query: SearchQuery) -> SearchPage:
     if query.includes and page.resources:
         page.included, page.notes = await _included(repo, page.resources, query.includes)
     return page
-
-
-# A driver yielding at least this many ids is "broad": see _broad_driver.
-BROAD_DRIVER = 2000
-
-
-async def _broad_driver(repo: FhirRepository, query: SearchQuery, guard: Any) -> bool:
-    """True when the search should scan the type in id order instead of starting from its
-    driving criterion's id list.
-
-    The driver's ids go into an `IN` list, which SQLite builds in full before it looks up a
-    single resource. For an index range that is cheap (one covering index, read in order),
-    but a reverse chain or a chain builds its list by a lookup per referring resource:
-    `Patient?_has:Observation:patient:code=X` lists every Observation with that code and
-    then looks up whom each refers to, tens of thousands of lookups at a million resources to
-    cut a page of 20, and more the larger the database. When such a driver yields
-    BROAD_DRIVER ids or more (counted with a LIMIT, so the check stays cheap), matches are
-    dense enough that walking the type's resources in id order and checking every criterion
-    on each (correlated EXISTS through the index tables' keys) fills the page first, at a
-    cost that depends on how dense the matches are, not on the database's size. Only for the
-    default order (by id) and without `_total`: a sort key or a count needs every match
-    anyway. SQLite only: PostgreSQL weighs a semi-join against a hashed list itself, from its
-    statistics."""
-    if not repo.db.is_sqlite or query.sort or query.total != "none" or query.count == 0:
-        return False
-    ids = driver_ids(query.criteria, guard, only_kinds=("has", "chain"))
-    if ids is None:
-        return False
-    probe = select(func.count()).select_from(ids.limit(BROAD_DRIVER).subquery())
-    async with repo.db.read() as conn:
-        return int(await conn.scalar(probe) or 0) >= BROAD_DRIVER
 
 
 def _sort_values(row: Any, exprs: list[Any]) -> tuple[Any, ...]:

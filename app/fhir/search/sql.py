@@ -57,7 +57,7 @@ __all__ = [
     "Owner",
     "criteria_condition",
     "criterion_condition",
-    "driver_ids",
+    "driver_page",
     "keyset_condition",
     "order_by",
     "sort_expression",
@@ -120,22 +120,58 @@ def _driver(criteria: Criteria) -> int | None:
     return ranked[0]
 
 
-def driver_ids(
-    criteria: Criteria, guard: Guard | None = None, *, only_kinds: tuple[str, ...] = ()
+def driver_page(
+    criteria: Criteria,
+    guard: Guard | None = None,
+    *,
+    limit: int,
+    after: str | None = None,
+    before: str | None = None,
 ) -> Any:
-    """The ids the driving criterion would yield, as a SELECT, or None when no criterion
-    drives (or its kind is not in `only_kinds`, when given) or the driver is not an index
-    lookup. Lets the caller measure how broad the driver is before choosing between an IN
-    list and an ordered scan (app.store.searching)."""
+    """One page of ids in id order, read from the driving criterion's index table, or None
+    when no criterion can drive this way (no driver, `_id`, a composite).
+
+    `SELECT id FROM <driver's index rows> WHERE <the driver's condition> AND <every other
+    criterion, checked on that id> GROUP BY id ORDER BY id LIMIT n`. Where the driver's index
+    is ordered by id once its leading columns are fixed (a token or reference value, `_has`
+    through its reference index), both databases read it in order and stop at the page; a
+    range (a string prefix, a date) is sorted first, which costs what the id list did. The
+    plain plan, `id IN (every id the driver yields)`, builds the whole list first: at a
+    million resources that was tens of thousands of ids (and, for `_has`, a lookup each) to
+    cut a page of 20, and on PostgreSQL a walk over the type's rows to merge with it. Index
+    rows exist for live resources only (a delete drops them), so no row of the page is a
+    deleted resource. `after`/`before`: keyset bounds (before: the page ends there, read
+    backwards)."""
     driver = _driver(criteria)
     if driver is None:
         return None
-    if only_kinds and criteria.criteria[driver].kind not in only_kinds:
+    lead = criteria.criteria[driver]
+    if lead.param == "_id" or lead.kind == "composite":
         return None
+    guard = guard or _open
     owner = Owner(criteria.resource_type, resource.c.res_id)
-    condition = criterion_condition(criteria.criteria[driver], owner, guard or _open)
+    if lead.kind == "has":  # the nested criteria checked per referring resource, in order
+        condition = _has(lead, owner, guard, probe=False, nested_probe=True)
+    else:
+        condition = criterion_condition(lead, owner, guard)
     inner = getattr(getattr(condition, "right", None), "element", None)
-    return inner if isinstance(inner, Select) else None
+    if not isinstance(inner, Select):
+        return None
+    id_col = inner.selected_columns[0]
+    on_id = Owner(criteria.resource_type, id_col)
+    page = inner.where(
+        *(
+            criterion_condition(c, on_id, guard, probe=True)
+            for n, c in enumerate(criteria.criteria)
+            if n != driver
+        )
+    )
+    if after is not None:
+        page = page.where(id_col > after)
+    if before is not None:
+        page = page.where(id_col < before)
+    ordered = id_col.desc() if before is not None else id_col.asc()
+    return page.group_by(id_col).order_by(ordered).limit(limit)
 
 
 def _rank(criterion: Criterion) -> int:
@@ -371,9 +407,17 @@ def _chain(criterion: Criterion, owner: Owner, guard: Guard, probe: bool) -> Col
     return owner.id.in_(select(ref.c.res_id).where(*conds))  # type: ignore[no-any-return]
 
 
-def _has(criterion: Criterion, owner: Owner, guard: Guard, probe: bool) -> ColumnElement[bool]:
+def _has(
+    criterion: Criterion,
+    owner: Owner,
+    guard: Guard,
+    probe: bool,
+    *,
+    nested_probe: bool | None = None,
+) -> ColumnElement[bool]:
     """A resource of the nested type references the owner through `via` and meets the nested
-    condition."""
+    condition. The nested condition is checked per referring resource (correlated) when this
+    is a probe, or when `nested_probe` says so; otherwise it is a list of its own."""
     ((source, inner),) = criterion.nested
     ref = spidx_reference.alias()
     source_owner = Owner(source, ref.c.res_id)
@@ -383,7 +427,9 @@ def _has(criterion: Criterion, owner: Owner, guard: Guard, probe: bool) -> Colum
         ref.c.target_type == owner.type,
         # as a probe, the referring resources of one candidate are few: check each of them
         # (correlated) rather than list every resource the nested criteria match
-        criterion_condition(inner, source_owner, guard, probe=probe),
+        criterion_condition(
+            inner, source_owner, guard, probe=probe if nested_probe is None else nested_probe
+        ),
         guard(source, source, ref.c.res_id),
     ]
     if probe:

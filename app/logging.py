@@ -38,6 +38,14 @@ class _JsonFormatter(logging.Formatter):
             "resources",
             "transport",
             "peer",
+            # event notifications (app/events/dispatcher.py): ids, kinds and timings only
+            "delivery_id",
+            "event_id",
+            "target",
+            "channel",
+            "attempts",
+            "outcome",
+            "delay_ms",
         ):
             if hasattr(record, key):
                 out[key] = getattr(record, key)

@@ -199,8 +199,19 @@ async def run_listener(settings: Settings, host: str | None, port: int | None) -
         pool_size=settings.db_pool_size,
         sqlite_synchronous=settings.sqlite_synchronous,
     )
-    server = MllpServer(Hl7Service(db, settings), settings)
+    service = Hl7Service(db, settings)
+    server = MllpServer(service, settings)
     await server.start(host, port)
+    dispatcher = None
+    if settings.events_enabled:
+        # deliver this listener's events at once (a server sharing the database would find
+        # them too, at its next poll; both may run: deliveries are claimed, not shared)
+        from app.events.dispatcher import Dispatcher
+
+        dispatcher = Dispatcher(db, settings)
+        if service.events is not None:
+            service.events.listeners.append(dispatcher.wake)
+        dispatcher.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -215,5 +226,7 @@ async def run_listener(settings: Settings, host: str | None, port: int | None) -
         await stop.wait()
     finally:
         await server.close()
+        if dispatcher is not None:
+            await dispatcher.stop()
         await db.dispose()
     return 0

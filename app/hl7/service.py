@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from app.auth.policy import AccessPolicy, ScopeGrant
 from app.db import Database
 from app.errors import FhirError, Gone, NotFound
+from app.events.outbox import EventRecorder
 from app.hl7 import journal
 from app.hl7.ack import build_ack, plan_ack
 from app.hl7.mapping import MapContext, provenance, supported
@@ -94,6 +95,9 @@ class Hl7Service:
         self.clock = clock
         self.repo = FhirRepository(
             db, policy=SYSTEM_POLICY, base_url=settings.fhir_base_url, clock=clock
+        )
+        self.events: EventRecorder | None = (
+            EventRecorder(settings.base_url) if settings.events_enabled else None
         )
         self.ident = IdentitySettings(
             systems=dict(settings.hl7_identifier_systems),
@@ -289,6 +293,10 @@ class Hl7Service:
                         continue
                     await tx.update(rtype, rid, body)
                     written += 1
+                events = 0
+                if self.events is not None:
+                    # the outbox rows commit with the resources and the journal outcome
+                    events = await self.events.record(tx, entry_id, ctx)
                 result = self._answer(msg, "ok", None, entry_id)
                 await journal.set_outcome(
                     tx.conn,
@@ -324,6 +332,8 @@ class Hl7Service:
                 Hl7Error("internal error while mapping the message", code="207"),
                 transport,
             )
+        if events and self.events is not None:
+            self.events.committed()
         self._log(entry_id, msg, result, written, transport)
         return _with_id(result, entry_id, "processed")
 

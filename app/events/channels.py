@@ -19,7 +19,9 @@ host and the status, never content.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +31,12 @@ import orjson
 from app.adapters.base import AdapterError, FailureKind
 
 __all__ = ["check_endpoint", "post_json"]
+
+if importlib.util.find_spec("sniffio") is None:
+    # httpcore tries `import sniffio` on every lock it takes; absent, each try searches the
+    # whole import path again (about 2 ms per request here). Record the absence once: the
+    # import then fails at once, exactly as it did.
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 _RETRY_STATUSES = frozenset({408, 425, 429})
 _LOOPBACK_NAMES = frozenset({"localhost"})

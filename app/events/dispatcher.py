@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -52,7 +52,7 @@ from app.adapters.base import (
     FailureKind,
     IntermediaryAdapter,
 )
-from app.db import Database, DbConnection
+from app.db import Database, DbConnection, Prepared
 from app.errors import FhirError, Gone, NotFound, PreconditionFailed
 from app.events.channels import check_endpoint, post_json
 from app.events.davinci import build_notification_bundle, event_code
@@ -75,6 +75,7 @@ from app.store.tables import (
     event_subscription_counter,
     hl7_message,
     resource,
+    resource_history,
 )
 
 __all__ = ["Claimed", "Dispatcher", "EventRow", "RunResult"]
@@ -84,7 +85,36 @@ log = logging.getLogger("dxf.events")
 _o = event_outbox.c
 _d = event_delivery.c
 _r = event_receiver.c
+_h = resource_history.c
 _ROUTE_BATCH = 200
+_CACHED_VERSIONS = 2048
+
+# Built once (app.db.Prepared): what every delivery runs. Every value is a named parameter.
+_MINE = (
+    _d.id == bindparam("delivery_id"),
+    _d.status == bindparam("pending"),
+    _d.attempts == bindparam("attempts"),
+)
+_OUTCOME = Prepared(
+    update(event_delivery)
+    .where(*_MINE)
+    .values(
+        status=bindparam("new_status"),
+        next_attempt_at=bindparam("next_at"),
+        delivered_at=bindparam("delivered_at"),
+        delay_ms=bindparam("delay_ms"),
+        last_error=bindparam("reason"),
+    )
+)
+_UNROUTED = Prepared(select(func.min(_o.id)).where(_o.routed == bindparam("routed")))
+_NEXT_DUE = Prepared(select(func.min(_d.next_attempt_at)).where(_d.status == bindparam("pending")))
+_VERSION = Prepared(
+    select(_h.content).where(
+        _h.res_type == bindparam("rtype"),
+        _h.res_id == bindparam("rid"),
+        _h.version == bindparam("version"),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,10 +260,15 @@ class Dispatcher:
         )
         self._subs = _Subscriptions(settings.fhir_base_url)
         self._groups: dict[str, tuple[int, frozenset[str]]] = {}
+        self._specs: dict[str, tuple[int, SubscriptionSpec | None, str]] = {}
+        self._versions: dict[tuple[str, str, int], dict[str, Any]] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._activation: asyncio.Task[int] | None = None
+        # in the background loop, outcomes are written together at the top of each turn
+        self._batching = False
+        self._outcomes: list[dict[str, Any]] = []
         timeout = settings.events_timeout_seconds
         self.lease = timedelta(seconds=timeout * 3 + 5)
 
@@ -255,24 +290,45 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._task = None
+        try:
+            await self._flush()  # what was delivered is recorded, not delivered again
+        except Exception as exc:  # noqa: BLE001 - unrecorded outcomes are retried after the lease
+            log.error("event outcomes not recorded", extra={"error": type(exc).__name__})
         if self._own_http:
             await self.http.aclose()
 
     async def _run(self) -> None:
         poll = self.settings.events_poll_seconds
+        self._batching = True
         while True:
             self._wakeup.clear()
             wait = poll
             try:
-                await self.route()
+                unrouted, next_due = await self._look()
                 await self._start_activation()
+                now = self.clock()
                 free = self.settings.events_concurrency - len(self._inflight)
-                if free > 0:
-                    for claimed in await self.claim(free):
-                        task = asyncio.create_task(self.attempt(claimed))
-                        self._inflight.add(task)
-                        task.add_done_callback(self._done)
-                    wait = await self._next_due_in(poll)
+                due = next_due is not None and aware(next_due) <= aware(now)
+                adapters = await self._event_adapters() if unrouted else []
+                claimed: list[Claimed] = []
+                if self._outcomes or (unrouted and adapters is not None) or (due and free > 0):
+                    # one write transaction per turn: outcomes, routing, claiming
+                    outcomes, self._outcomes = self._outcomes, []
+                    async with self.db.write() as conn:
+                        if outcomes:
+                            await conn.execute(_OUTCOME, outcomes)
+                        if unrouted and adapters is not None:
+                            await self._route_in(conn, adapters, now)
+                        if free > 0 and (due or unrouted):
+                            claimed = await self._claim_in(conn, now, free)
+                for item in claimed:
+                    task = asyncio.create_task(self.attempt(item))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._done)
+                if claimed and len(claimed) == free:
+                    wait = 0  # there may be more due: look again after a turn of the loop
+                elif next_due is not None and not due:
+                    wait = min(poll, (aware(next_due) - aware(now)).total_seconds())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop outlives a database outage
@@ -283,6 +339,8 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._wakeup.wait()
+            else:
+                await asyncio.sleep(0)  # let deliveries and ingestion run between turns
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._inflight.discard(task)
@@ -292,28 +350,26 @@ class Dispatcher:
             )
         self.wake()
 
+    async def _look(self) -> tuple[bool, datetime | None]:
+        """One read: is an event waiting to be routed, when is the next delivery due; and the
+        subscriptions, re-read when they changed."""
+        async with self.db.read() as conn:
+            unrouted = await conn.scalar(_UNROUTED, {"routed": False})
+            due = await conn.scalar(_NEXT_DUE, {"pending": "pending"})
+            await self._subs.load(conn)
+        return unrouted is not None, due
+
+    async def _flush(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        if outcomes:
+            async with self.db.write() as conn:
+                await conn.execute(_OUTCOME, outcomes)
+
     async def _start_activation(self) -> None:
         if self._activation is not None and not self._activation.done():
             return
-        async with self.db.read() as conn:
-            await self._subs.load(conn)
         if self._subs.requested():
             self._activation = asyncio.create_task(self.activate())
-
-    async def _next_due_in(self, cap: float) -> float:
-        """Seconds until the earliest pending delivery is due (0: now), at most `cap`."""
-        async with self.db.read() as conn:
-            unrouted = await conn.scalar(
-                select(_o.id).where(_o.routed.is_(False)).order_by(_o.id).limit(1)
-            )
-            due = await conn.scalar(
-                select(func.min(_d.next_attempt_at)).where(_d.status == "pending")
-            )
-        if unrouted is not None:
-            return 0.0
-        if due is None:
-            return cap
-        return max(0.0, min(cap, (aware(due) - aware(self.clock())).total_seconds()))
 
     # ---- one pass, for tests and `dxf-bridge events deliver-once` ------------------------------
 
@@ -358,64 +414,64 @@ class Dispatcher:
             return None
         return [a for a in adapters if a.capabilities().event_channels]
 
-    async def route(self) -> int:
+    async def route(self, *, check: bool = True) -> int:
         """Fan unrouted events out into deliveries; returns how many events were routed."""
-        async with self.db.read() as conn:
-            waiting = await conn.scalar(select(_o.id).where(_o.routed.is_(False)).limit(1))
-        if waiting is None:
-            return 0
+        if check:
+            async with self.db.read() as conn:
+                if await conn.scalar(_UNROUTED, {"routed": False}) is None:
+                    return 0
         adapters = await self._event_adapters()
         if adapters is None:
             return 0
-        now = self.clock()
         async with self.db.write() as conn:
-            query = (
-                select(*_EVENT_COLUMNS)
-                .where(_o.routed.is_(False))
-                .order_by(_o.id)
-                .limit(_ROUTE_BATCH)
-            )
-            if not self.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            events = [EventRow(*row) for row in await conn.execute(query)]
-            if not events:
-                return 0
-            await self._subs.load(conn)
-            subscriptions = self._subs.active()
-            receivers = (
-                await conn.execute(select(event_receiver).where(_r.active.is_(True)))
-            ).all()
-            rows: list[dict[str, Any]] = []
-            for event in events:
-                for target in await self._targets(
-                    conn, event, subscriptions, receivers, adapters, now
-                ):
-                    number = await self._next_number(conn, target.id) if target.number else None
-                    rows.append(
-                        {
-                            "event_id": event.id,
-                            "target_kind": target.kind,
-                            "target_id": target.id,
-                            "channel": target.channel,
-                            "endpoint": _safe_endpoint(target.endpoint),
-                            "idempotency_key": target.key,
-                            "event_number": number,
-                            "status": "pending",
-                            "attempts": 0,
-                            "next_attempt_at": now,
-                            "last_error": None,
-                            "created_at": now,
-                            "delivered_at": None,
-                            "delay_ms": None,
-                        }
-                    )
-            if rows:
-                await conn.execute(insert(event_delivery), rows)
-            await conn.execute(
-                update(event_outbox)
-                .where(_o.id.in_([e.id for e in events]))
-                .values(routed=True, routed_at=now)
-            )
+            return await self._route_in(conn, adapters, self.clock())
+
+    async def _route_in(
+        self, conn: DbConnection, adapters: list[IntermediaryAdapter], now: datetime
+    ) -> int:
+        query = (
+            select(*_EVENT_COLUMNS).where(_o.routed.is_(False)).order_by(_o.id).limit(_ROUTE_BATCH)
+        )
+        if not self.db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        events = [EventRow(*row) for row in await conn.execute(query)]
+        if not events:
+            return 0
+        await self._subs.load(conn)
+        subscriptions = self._subs.active()
+        receivers = (await conn.execute(select(event_receiver).where(_r.active.is_(True)))).all()
+        rows: list[dict[str, Any]] = []
+        members: dict[str, frozenset[str]] = {}  # this batch's panels, read once
+        for event in events:
+            for target in await self._targets(
+                conn, event, subscriptions, receivers, adapters, now, members
+            ):
+                rows.append(
+                    {
+                        "event_id": event.id,
+                        "target_kind": target.kind,
+                        "target_id": target.id,
+                        "channel": target.channel,
+                        "endpoint": _safe_endpoint(target.endpoint),
+                        "idempotency_key": target.key,
+                        "event_number": 0 if target.number else None,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "last_error": None,
+                        "created_at": now,
+                        "delivered_at": None,
+                        "delay_ms": None,
+                    }
+                )
+        await self._number(conn, rows)
+        if rows:
+            await conn.execute(insert(event_delivery), rows)
+        await conn.execute(
+            update(event_outbox)
+            .where(_o.id.in_([e.id for e in events]))
+            .values(routed=True, routed_at=now)
+        )
         return len(events)
 
     async def _targets(
@@ -426,6 +482,7 @@ class Dispatcher:
         receivers: list[Any],
         adapters: list[IntermediaryAdapter],
         now: datetime,
+        members: dict[str, frozenset[str]],
     ) -> list[_Target]:
         patients = {event.patient_id} | (
             {event.other_patient_id} if event.other_patient_id else set()
@@ -434,7 +491,7 @@ class Dispatcher:
         for spec in subscriptions:
             if not spec.wants(event.kind) or _expired(spec.end, now):
                 continue
-            if not await self._matches(conn, patients, spec.patients, spec.groups):
+            if not await self._matches(conn, patients, spec.patients, spec.groups, members):
                 continue
             key = str(uuid.uuid5(uuid.UUID(event.event_key), f"Subscription/{spec.id}"))
             out.append(_Target("subscription", spec.id, "rest-hook", spec.endpoint, key, True))
@@ -444,7 +501,9 @@ class Dispatcher:
                 continue
             if rec.channel == "fhir-message" and event_code(event.kind) is None:
                 continue
-            if rec.panel and not await self._matches(conn, patients, frozenset(), (rec.panel,)):
+            if rec.panel and not await self._matches(
+                conn, patients, frozenset(), (rec.panel,), members
+            ):
                 continue
             out.append(_Target("receiver", rec.name, rec.channel, rec.endpoint, event.event_key))
         for adapter in adapters:
@@ -462,11 +521,14 @@ class Dispatcher:
         patients: set[str],
         named: frozenset[str],
         groups: tuple[str, ...],
+        members: dict[str, frozenset[str]],
     ) -> bool:
         if patients & named:
             return True
         for group_id in groups:
-            if patients & await self._members(conn, group_id):
+            if group_id not in members:
+                members[group_id] = await self._members(conn, group_id)
+            if patients & members[group_id]:
                 return True
         return False
 
@@ -484,70 +546,81 @@ class Dispatcher:
         self._groups[group_id] = (int(version), members)
         return members
 
-    async def _next_number(self, conn: DbConnection, subscription_id: str) -> int:
+    async def _number(self, conn: DbConnection, rows: list[dict[str, Any]]) -> None:
+        """Give each subscription's new deliveries the next event numbers, in event order: one
+        counter update per subscription and batch (the row lock orders concurrent routers)."""
+        by_target: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            if row["event_number"] is not None:
+                by_target.setdefault(row["target_id"], []).append(row)
         c = event_subscription_counter.c
         maker = sqlite_insert if self.db.is_sqlite else pg_insert
-        statement = (
-            maker(event_subscription_counter)
-            .values(subscription_id=subscription_id, events_since_start=1)
-            .on_conflict_do_update(
-                index_elements=["subscription_id"],
-                set_={"events_since_start": c.events_since_start + 1},
+        for subscription_id, mine in sorted(by_target.items()):
+            statement = (
+                maker(event_subscription_counter)
+                .values(subscription_id=subscription_id, events_since_start=len(mine))
+                .on_conflict_do_update(
+                    index_elements=["subscription_id"],
+                    set_={"events_since_start": c.events_since_start + len(mine)},
+                )
+                .returning(c.events_since_start)
             )
-            .returning(c.events_since_start)
-        )
-        return int((await conn.execute(statement)).scalar_one())
+            last = int((await conn.execute(statement)).scalar_one())
+            for offset, row in enumerate(mine):
+                row["event_number"] = last - len(mine) + 1 + offset
 
     # ---- claiming and delivering ----------------------------------------------------------------
 
-    async def claim(self, limit: int) -> list[Claimed]:
+    async def claim(self, limit: int, *, check: bool = True) -> list[Claimed]:
         """Take up to `limit` due deliveries: count the attempt, lease them."""
         if limit <= 0:
             return []
         now = self.clock()
-        async with self.db.read() as conn:
-            due = await conn.scalar(
-                select(_d.id).where(_d.status == "pending", _d.next_attempt_at <= now).limit(1)
-            )
-        if due is None:
-            return []
-        async with self.db.write() as conn:
-            query = (
-                select(_d.id)
-                .where(_d.status == "pending", _d.next_attempt_at <= now)
-                .order_by(_d.next_attempt_at, _d.id)
-                .limit(limit)
-            )
-            if not self.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            ids = [row.id for row in await conn.execute(query)]
-            if not ids:
+        if check:
+            async with self.db.read() as conn:
+                due = await conn.scalar(_NEXT_DUE, {"pending": "pending"})
+            if due is None or aware(due) > aware(now):
                 return []
-            await conn.execute(
-                update(event_delivery)
-                .where(_d.id.in_(ids))
-                .values(attempts=_d.attempts + 1, next_attempt_at=now + self.lease)
+        async with self.db.write() as conn:
+            return await self._claim_in(conn, now, limit)
+
+    async def _claim_in(self, conn: DbConnection, now: datetime, limit: int) -> list[Claimed]:
+        query = (
+            select(_d.id)
+            .where(_d.status == "pending", _d.next_attempt_at <= now)
+            .order_by(_d.next_attempt_at, _d.id)
+            .limit(limit)
+        )
+        if not self.db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        ids = [row.id for row in await conn.execute(query)]
+        if not ids:
+            return []
+        await conn.execute(
+            update(event_delivery)
+            .where(_d.id.in_(ids))
+            .values(attempts=_d.attempts + 1, next_attempt_at=now + self.lease)
+        )
+        rows = await conn.execute(
+            select(
+                _d.id,
+                _d.target_kind,
+                _d.target_id,
+                _d.channel,
+                _d.endpoint,
+                _d.idempotency_key,
+                _d.event_number,
+                _d.attempts,
+                *_EVENT_COLUMNS,
             )
-            rows = await conn.execute(
-                select(
-                    _d.id,
-                    _d.target_kind,
-                    _d.target_id,
-                    _d.channel,
-                    _d.endpoint,
-                    _d.idempotency_key,
-                    _d.event_number,
-                    _d.attempts,
-                    *_EVENT_COLUMNS,
-                )
-                .select_from(event_delivery.join(event_outbox, _o.id == _d.event_id))
-                .where(_d.id.in_(ids))
-                .order_by(_d.id)
-            )
-            out = []
-            for row in rows:
-                values = tuple(row)
-                out.append(Claimed(*values[:8], event=EventRow(*values[8:])))  # type: ignore[misc]
+            .select_from(event_delivery.join(event_outbox, _o.id == _d.event_id))
+            .where(_d.id.in_(ids))
+            .order_by(_d.id)
+        )
+        out = []
+        for row in rows:
+            values = tuple(row)
+            out.append(Claimed(*values[:8], event=EventRow(*values[8:])))  # type: ignore[misc]
         return out
 
     async def attempt(self, claimed: Claimed) -> str:
@@ -566,45 +639,40 @@ class Dispatcher:
                 FailureKind.MALFORMED, f"internal error ({type(exc).__name__})", retryable=True
             )
         now = self.clock()
-        values: dict[str, Any]
+        values: dict[str, Any] = {
+            "delivery_id": claimed.id,
+            "pending": "pending",
+            "attempts": claimed.attempts,
+            "new_status": "pending",
+            "next_at": now + self.lease,  # unchanged unless retried
+            "delivered_at": None,
+            "delay_ms": None,
+            "reason": None,
+        }
+        delay_ms = None
         if error is None:
             delay = aware(now) - aware(claimed.event.received_at)
             delay_ms = max(0, int(delay.total_seconds() * 1000))
-            values = {
-                "status": "delivered",
-                "delivered_at": now,
-                "delay_ms": delay_ms,
-                "last_error": None,
-            }
+            values.update(new_status="delivered", delivered_at=now, delay_ms=delay_ms)
             outcome = "delivered"
         else:
             reason = str(error)[:900]
             if not error.retryable:
-                values = {"status": "dead", "last_error": f"{reason} (not retried)"}
+                values.update(new_status="dead", reason=f"{reason} (not retried)")
                 outcome = "dead"
             elif claimed.attempts >= self.settings.events_max_attempts:
-                values = {
-                    "status": "dead",
-                    "last_error": f"{reason} (gave up after {claimed.attempts} attempts)",
-                }
+                reason = f"{reason} (gave up after {claimed.attempts} attempts)"
+                values.update(new_status="dead", reason=reason)
                 outcome = "dead"
             else:
-                values = {
-                    "status": "pending",
-                    "next_attempt_at": now + self.backoff(claimed.attempts),
-                    "last_error": reason,
-                }
+                next_at = now + self.backoff(claimed.attempts)
+                values.update(next_at=next_at, reason=reason)
                 outcome = "retry"
-        async with self.db.write() as conn:
-            await conn.execute(
-                update(event_delivery)
-                .where(
-                    _d.id == claimed.id,
-                    _d.status == "pending",
-                    _d.attempts == claimed.attempts,
-                )
-                .values(**values)
-            )
+        if self._batching:
+            self._outcomes.append(values)  # written at the top of the loop's next turn
+        else:
+            async with self.db.write() as conn:
+                await conn.execute(_OUTCOME, values)
         log.info(
             "event delivery",
             extra={
@@ -614,7 +682,7 @@ class Dispatcher:
                 "channel": claimed.channel,
                 "attempts": claimed.attempts,
                 "outcome": outcome,
-                "delay_ms": values.get("delay_ms"),
+                "delay_ms": delay_ms,
                 "error": error.kind.value if error is not None else None,
             },
         )
@@ -638,28 +706,32 @@ class Dispatcher:
             FailureKind.UNSUPPORTED, f"unknown target kind {claimed.target_kind!r}", retryable=False
         )
 
-    async def _version(self, rtype: str, rid: str, version: int) -> dict[str, Any]:
-        try:
-            stored = await self.repo.vread(rtype, rid, version)
-        except (NotFound, Gone):
-            raise AdapterError(
-                FailureKind.MALFORMED,
-                f"the event's {rtype} version is no longer stored",
-                retryable=False,
-            ) from None
-        assert stored.content is not None
-        return orjson.loads(stored.content)
-
     async def _event_resources(
         self, event: EventRow
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        patient = await self._version("Patient", event.patient_id, event.patient_version)
-        encounter = None
+        """The Patient and Encounter versions the event's message left (history rows, which
+        never change: cached)."""
+        wanted = [("Patient", event.patient_id, event.patient_version)]
         if event.encounter_id is not None and event.encounter_version is not None:
-            encounter = await self._version(
-                "Encounter", event.encounter_id, event.encounter_version
-            )
-        return patient, encounter
+            wanted.append(("Encounter", event.encounter_id, event.encounter_version))
+        missing = [key for key in wanted if key not in self._versions]
+        if missing:
+            async with self.db.read() as conn:
+                for rtype, rid, version in missing:
+                    content = await conn.scalar(
+                        _VERSION, {"rtype": rtype, "rid": rid, "version": version}
+                    )
+                    if content is None:
+                        raise AdapterError(
+                            FailureKind.MALFORMED,
+                            f"the event's {rtype} version is no longer stored",
+                            retryable=False,
+                        )
+                    if len(self._versions) >= _CACHED_VERSIONS:
+                        self._versions.pop(next(iter(self._versions)))
+                    self._versions[(rtype, rid, version)] = orjson.loads(content)
+        found = [self._versions[key] for key in wanted]
+        return found[0], (found[1] if len(found) > 1 else None)
 
     async def _notify_subscriber(self, claimed: Claimed) -> str:
         event = claimed.event
@@ -669,19 +741,26 @@ class Dispatcher:
             raise AdapterError(
                 FailureKind.UNSUPPORTED, "the subscription was deleted", retryable=False
             ) from None
-        body = orjson.loads(stored.content or b"{}")
-        if body.get("status") != "active":
+        cached = self._specs.get(claimed.target_id)
+        if cached is None or cached[0] != stored.version:
+            body = orjson.loads(stored.content or b"{}")
+            try:
+                parsed: SubscriptionSpec | None = parse_subscription(body, self.fhir_base)
+            except FhirError:
+                parsed = None
+            cached = (stored.version, parsed, str(body.get("status"))[:20])
+            self._specs[claimed.target_id] = cached
+        _, spec, status = cached
+        if status != "active":
             raise AdapterError(
                 FailureKind.UNSUPPORTED,
-                f"the subscription is no longer active (status {str(body.get('status'))[:20]})",
+                f"the subscription is no longer active (status {status})",
                 retryable=False,
             )
-        try:
-            spec = parse_subscription(body, self.fhir_base)
-        except FhirError:
+        if spec is None:
             raise AdapterError(
                 FailureKind.UNSUPPORTED, "the subscription cannot be served", retryable=False
-            ) from None
+            )
         if event.encounter_id is not None:
             focus = ("Encounter", event.encounter_id)
             context = [("Patient", event.patient_id)]

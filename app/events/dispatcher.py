@@ -93,7 +93,7 @@ _CACHED_VERSIONS = 2048
 _MINE = (
     _d.id == bindparam("delivery_id"),
     _d.status == bindparam("pending"),
-    _d.attempts == bindparam("attempts"),
+    _d.attempts == bindparam("claimed_attempts"),
 )
 _OUTCOME = Prepared(
     update(event_delivery)
@@ -101,8 +101,8 @@ _OUTCOME = Prepared(
     .values(
         status=bindparam("new_status"),
         next_attempt_at=bindparam("next_at"),
-        delivered_at=bindparam("delivered_at"),
-        delay_ms=bindparam("delay_ms"),
+        delivered_at=bindparam("new_delivered_at"),
+        delay_ms=bindparam("new_delay_ms"),
         last_error=bindparam("reason"),
     )
 )
@@ -642,18 +642,18 @@ class Dispatcher:
         values: dict[str, Any] = {
             "delivery_id": claimed.id,
             "pending": "pending",
-            "attempts": claimed.attempts,
+            "claimed_attempts": claimed.attempts,
             "new_status": "pending",
             "next_at": now + self.lease,  # unchanged unless retried
-            "delivered_at": None,
-            "delay_ms": None,
+            "new_delivered_at": None,
+            "new_delay_ms": None,
             "reason": None,
         }
         delay_ms = None
         if error is None:
             delay = aware(now) - aware(claimed.event.received_at)
             delay_ms = max(0, int(delay.total_seconds() * 1000))
-            values.update(new_status="delivered", delivered_at=now, delay_ms=delay_ms)
+            values.update(new_status="delivered", new_delivered_at=now, new_delay_ms=delay_ms)
             outcome = "delivered"
         else:
             reason = str(error)[:900]

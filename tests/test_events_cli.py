@@ -115,3 +115,12 @@ async def test_the_server_lifespan_runs_the_dispatcher(container, settings: Sett
         dispatcher = container.events()
         assert dispatcher._task is not None and not dispatcher._task.done()  # noqa: SLF001
     assert dispatcher._task is None  # noqa: SLF001 - stopped with the API
+
+
+async def test_the_capability_statement_names_the_topic(client):
+    from app.events.topic import TOPIC_URL
+
+    statement = (await client.get("/metadata")).json()
+    [entry] = [r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription"]
+    assert entry["extension"][0]["valueCanonical"] == TOPIC_URL
+    assert entry["supportedProfile"][0].endswith("/backport-subscription")

@@ -6,9 +6,10 @@ The sequence for every message, whatever the transport (MLLP, POST /hl7v2, files
 2. journal (app.hl7.journal): commit the raw bytes first. An identical resend (same sender,
    MSH-10 and bytes) gets the stored ACK back and changes nothing; the same sender and MSH-10
    with other bytes is kept apart (status `conflict`) and answered AE/CE 205;
-3. map and write: the resources, their index rows and the journal row's move to `processed`
-   (with the ACK) commit in ONE transaction through FhirRepository/WriteSession with a
-   full-access system policy;
+3. map and write: the resources, their index rows, the ADT event's outbox row
+   (app/events/outbox.py) and the journal row's move to `processed` (with the ACK) commit in
+   ONE transaction through FhirRepository/WriteSession with a full-access system policy; the
+   event dispatcher is told after the commit;
 4. a mapping error rolls that back and commits the row as `error` with the reason: AE;
 5. answer. A database failure before the journal commit answers AR (nothing is stored; the
    sender must resend). Only then is the ACK returned to the transport.

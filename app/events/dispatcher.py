@@ -87,6 +87,7 @@ _d = event_delivery.c
 _r = event_receiver.c
 _h = resource_history.c
 _ROUTE_BATCH = 200
+_LINGER_SECONDS = 0.02
 _CACHED_VERSIONS = 2048
 
 # Built once (app.db.Prepared): what every delivery runs. Every value is a named parameter.
@@ -336,9 +337,15 @@ class Dispatcher:
             if wait > 0:
                 # asyncio.timeout, not wait_for: on 3.11 a wait_for whose event is set in the
                 # same loop turn as a cancel swallows the cancel and hangs stop()
+                woken = False
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._wakeup.wait()
+                        woken = True
+                if woken and _LINGER_SECONDS:
+                    # let the commits of a busy feed gather: one turn (a read and a write
+                    # transaction) then serves several events instead of one each
+                    await asyncio.sleep(_LINGER_SECONDS)
             else:
                 await asyncio.sleep(0)  # let deliveries and ingestion run between turns
 

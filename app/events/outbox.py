@@ -21,16 +21,42 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 
+from app.db import Prepared
+from app.errors import NotFound
 from app.events.topic import kind_of
 from app.hl7.mapping.common import MapContext
+from app.store import statements as q
 from app.store.tables import event_outbox, hl7_message
 from app.store.writes import WriteSession
 
 __all__ = ["EventRecorder", "event_key"]
 
 _NAMESPACE = uuid.UUID("0b7e3c1a-6a55-4c1f-9d38-2f0d7f1a9e42")
+_COLUMNS = [
+    "event_key",
+    "journal_id",
+    "trigger",
+    "kind",
+    "patient_id",
+    "patient_version",
+    "encounter_id",
+    "encounter_version",
+    "other_patient_id",
+    "sender",
+    "occurred_at",
+    "received_at",
+    "created_at",
+    "routed",
+    "routed_at",
+]
+# Built once (app.db.Prepared): every ADT message runs them.
+_RECEIVED = Prepared(
+    select(hl7_message.c.received_at).where(hl7_message.c.id == bindparam("journal_id"))
+)
+_SEEN = Prepared(select(event_outbox.c.id).where(event_outbox.c.event_key == bindparam("key")))
+_INSERT = Prepared(insert(event_outbox), _COLUMNS)
 
 
 def event_key(base_url: str, journal_id: int, position: int) -> str:
@@ -55,16 +81,12 @@ class EventRecorder:
         kind = kind_of(trigger)
         if kind is None:
             return 0
-        received = await tx.conn.scalar(
-            select(hl7_message.c.received_at).where(hl7_message.c.id == journal_id)
-        )
+        received = await tx.conn.scalar(_RECEIVED, {"journal_id": journal_id})
         occurred: datetime | None = ctx.event.instant if ctx.event is not None else None
         added = 0
         for position, (patient_id, encounter_id, other_id) in enumerate(ctx.adt_subjects):
             key = event_key(self.base_url, journal_id, position)
-            seen = await tx.conn.scalar(
-                select(event_outbox.c.id).where(event_outbox.c.event_key == key)
-            )
+            seen = await tx.conn.scalar(_SEEN, {"key": key})
             if seen is not None:
                 continue  # reprocessed: this event is recorded already
             row: dict[str, Any] = {
@@ -73,7 +95,7 @@ class EventRecorder:
                 "trigger": trigger[:8],
                 "kind": kind,
                 "patient_id": patient_id,
-                "patient_version": (await tx.read("Patient", patient_id)).version,
+                "patient_version": await _version(tx, "Patient", patient_id),
                 "encounter_id": encounter_id,
                 "encounter_version": None,
                 "other_patient_id": other_id,
@@ -85,8 +107,8 @@ class EventRecorder:
                 "routed_at": None,
             }
             if encounter_id is not None:
-                row["encounter_version"] = (await tx.read("Encounter", encounter_id)).version
-            await tx.conn.execute(insert(event_outbox).values(**row))
+                row["encounter_version"] = await _version(tx, "Encounter", encounter_id)
+            await tx.conn.execute(_INSERT, row)
             added += 1
         return added
 
@@ -94,3 +116,11 @@ class EventRecorder:
         """Called after the transaction that recorded events committed: wake the dispatcher."""
         for listener in self.listeners:
             listener()
+
+
+async def _version(tx: WriteSession, rtype: str, rid: str) -> int:
+    """The version this transaction leaves the resource at (its own writes included)."""
+    row = (await tx.conn.execute(q.CURRENT, q.key(rtype, rid))).first()
+    if row is None or row.deleted:
+        raise NotFound(f"{rtype}/{rid} is not stored")  # the mapping wrote it: a bug
+    return int(row.version)

@@ -222,7 +222,7 @@ async def test_a01_over_mllp_reaches_rest_hook_and_mllp_receiver_exactly_once(
     assert bundle["entry"][2]["resource"]["id"] == PATIENT
 
     # the MLLP receiver: the original message, byte for byte (MSH-10 unchanged)
-    assert mllp_rx.messages == [message.rstrip(b"\r")] or mllp_rx.messages == [message]
+    assert mllp_rx.messages == [message]
 
     rows = await deliveries(db)
     assert {(r.target_kind, r.status) for r in rows} == {
@@ -260,7 +260,6 @@ async def test_receivers_down_for_a_while_get_it_once_after_retries(
     assert second.retried == 2
     rows = await deliveries(db)
     assert all(r.attempts == 2 for r in rows)
-    due = [r.next_attempt_at for r in rows]
 
     await hook.start()
     await mllp_rx.start()
@@ -277,7 +276,6 @@ async def test_receivers_down_for_a_while_get_it_once_after_retries(
         assert all(r.status == "delivered" and r.attempts == 3 for r in rows)
         assert all(r.last_error is None for r in rows)
         assert all(r.delay_ms >= 6400 for r in rows)  # the clock moved 6.6 s
-        assert due  # (backoff times were recorded)
     finally:
         await hook.close()
         await mllp_rx.close()
@@ -755,3 +753,40 @@ async def test_stats_report_the_delay(
     stats = await admin.delay_stats(db)
     assert stats.counts == {"delivered": 1}
     assert stats.median_ms == stats.p99_ms == stats.max_ms == 250
+
+
+async def test_two_dispatchers_share_the_work_without_doubling_it(
+    container: Container,
+    client: httpx.AsyncClient,
+    auth: dict,
+    hook: HttpReceiver,
+    clock: Clock,
+    db: Database,
+):
+    """Two dispatchers on one database (two server workers, or a server and a listener): each
+    event is routed once and each delivery attempted once (PostgreSQL: SKIP LOCKED)."""
+    await put_panel(client, auth, PATIENT)
+    await subscribe(client, auth, subscription(hook.url, status="active"))
+    for n in range(12):
+        message = adt("A08", f"TWO{n}", f"2026030110{n:02d}00-0800")
+        assert (await container.hl7().handle(message, "http")).code == "AA"
+    first, second = make_dispatcher(container, clock), make_dispatcher(container, clock)
+    try:
+        results = await asyncio.gather(first.run_once(), second.run_once())
+        for _ in range(3):  # whatever one skipped because the other held it
+            results += await asyncio.gather(first.run_once(), second.run_once())
+    finally:
+        await first.stop()
+        await second.stop()
+    assert sum(r.routed for r in results) == 12
+    assert sum(r.delivered for r in results) == 12
+    assert sum(r.attempted for r in results) == 12
+    sent = notifications(hook)
+    assert len(sent) == 12 and len({b["id"] for b in sent}) == 12
+    numbers = sorted(
+        int(p["valueString"])
+        for b in sent
+        for p in b["entry"][0]["resource"]["parameter"]
+        if p["name"] == "events-since-subscription-start"
+    )
+    assert numbers == list(range(1, 13))

@@ -315,13 +315,17 @@ class Dispatcher:
                 if self._outcomes or (unrouted and adapters is not None) or (due and free > 0):
                     # one write transaction per turn: outcomes, routing, claiming
                     outcomes, self._outcomes = self._outcomes, []
-                    async with self.db.write() as conn:
-                        if outcomes:
-                            await conn.execute(_OUTCOME, outcomes)
-                        if unrouted and adapters is not None:
-                            await self._route_in(conn, adapters, now)
-                        if free > 0 and (due or unrouted):
-                            claimed = await self._claim_in(conn, now, free)
+                    try:
+                        async with self.db.write() as conn:
+                            if outcomes:
+                                await conn.execute(_OUTCOME, outcomes)
+                            if unrouted and adapters is not None:
+                                await self._route_in(conn, adapters, now)
+                            if free > 0 and (due or unrouted):
+                                claimed = await self._claim_in(conn, now, free)
+                    except BaseException:
+                        self._outcomes[:0] = outcomes  # nothing was written: keep them
+                        raise
                 for item in claimed:
                     task = asyncio.create_task(self.attempt(item))
                     self._inflight.add(task)
@@ -369,8 +373,12 @@ class Dispatcher:
     async def _flush(self) -> None:
         outcomes, self._outcomes = self._outcomes, []
         if outcomes:
-            async with self.db.write() as conn:
-                await conn.execute(_OUTCOME, outcomes)
+            try:
+                async with self.db.write() as conn:
+                    await conn.execute(_OUTCOME, outcomes)
+            except BaseException:
+                self._outcomes[:0] = outcomes
+                raise
 
     async def _start_activation(self) -> None:
         if self._activation is not None and not self._activation.done():

@@ -1,5 +1,5 @@
-"""The `dxf-bridge` command: serve, migrate, analyze, token, mllp, ingest-hl7, hl7, clients,
-users, launch, keys, import-apcd, synth, conformance, intermediaries."""
+"""The `dxf-bridge` command: serve, migrate, analyze, token, mllp, ingest-hl7, hl7, events,
+clients, users, launch, keys, import-apcd, synth, conformance, intermediaries."""
 
 from __future__ import annotations
 
@@ -67,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="every message in status error (and received ones left by a crash)",
     )
     _auth_commands(sub)
+    from app.events.commands import add_arguments as _event_commands
+
+    _event_commands(sub)
     apcd = sub.add_parser(
         "import-apcd", help="import APCD-CDL files (ME, MC, PC, DC, PV) into the FHIR store"
     )
@@ -108,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.hl7 import commands
 
         return asyncio.run(commands.run(settings, args))
+    if args.command == "events":
+        from app.events import commands as event_commands
+
+        return asyncio.run(event_commands.run(settings, args))
     if args.command == "migrate":
         from app.migrate import upgrade_url
 

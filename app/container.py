@@ -27,6 +27,8 @@ from app.store.repository import FhirRepository
 
 if TYPE_CHECKING:
     from app.adapters.service import Intermediaries
+    from app.adapters.base import AdapterDirectory
+    from app.events.dispatcher import Dispatcher
     from app.hl7.service import Hl7Service
 
 __all__ = ["Container", "build_container"]
@@ -48,8 +50,11 @@ class Container:
     federator: Federator = field(repr=False, default_factory=lambda: Federator(NoIntermediaries()))
     login_throttle: LoginThrottle = field(repr=False, default_factory=LoginThrottle)
     keys_created: bool = False
+    # where event delivery finds the registered intermediaries' adapters (None: none yet)
+    adapter_directory: AdapterDirectory | None = field(default=None, repr=False)
     _hl7: Hl7Service | None = field(default=None, repr=False)
     _intermediaries: Intermediaries | None = field(default=None, repr=False)
+    _events: Dispatcher | None = field(default=None, repr=False)
 
     def hl7(self) -> Hl7Service:
         """The HL7v2 ingestion service (journal, mapping, ACKs), built on first use."""
@@ -67,6 +72,18 @@ class Container:
 
             self._intermediaries = Intermediaries.build(self.db, self.settings)
         return self._intermediaries
+
+    def events(self) -> Dispatcher:
+        """The event dispatcher (outbox -> subscriptions, receivers, intermediaries), woken by
+        the HL7 service when it commits an event. Built on first use; not started."""
+        if self._events is None or self._events.db is not self.db:
+            from app.events.dispatcher import Dispatcher
+
+            self._events = Dispatcher(self.db, self.settings, directory=self.adapter_directory)
+            recorder = self.hl7().events
+            if recorder is not None:
+                recorder.listeners.append(self._events.wake)
+        return self._events
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The FHIR API's caller, from the Authorization header (401 when not valid)."""
@@ -158,4 +175,5 @@ def _wire(
     # federated reads ask the registry's active intermediaries (app/adapters/registry.py)
     directory = LazyDirectory(lambda: container.intermediaries().directory)
     container.federator = Federator.from_settings(directory, settings)
+    container.adapter_directory = directory  # event delivery to the intermediaries that take it
     return container

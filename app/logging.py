@@ -46,6 +46,14 @@ class _JsonFormatter(logging.Formatter):
             "intermediary",
             "check_status",
             "failed",
+            # event notifications (app/events/dispatcher.py): ids, kinds and timings only
+            "delivery_id",
+            "event_id",
+            "target",
+            "channel",
+            "attempts",
+            "outcome",
+            "delay_ms",
         ):
             if hasattr(record, key):
                 out[key] = getattr(record, key)

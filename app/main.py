@@ -90,6 +90,11 @@ def create_app(settings: Settings, container: Container | None = None) -> DxfApp
         owned = app.state.container is None
         if owned:
             app.state.container = build_container(settings)
+        dispatcher = None
+        if settings.events_enabled:
+            dispatcher = app.state.container.events()
+            dispatcher.start()
+            log.info("event dispatcher started", extra={"route": "events"})
         listener = None
         if settings.mllp_enabled:
             from app.hl7.mllp import MllpServer
@@ -106,6 +111,8 @@ def create_app(settings: Settings, container: Container | None = None) -> DxfApp
                 await _stop(checks)
             if listener is not None:
                 await listener.close()
+            if dispatcher is not None:
+                await dispatcher.stop()
             if owned:
                 await app.state.container.close()
 

@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     hl7_identifier_system_prefix: str = "urn:dxf-bridge:v2:assigning-authority:"
     hl7_application: str = "DXF-BRIDGE"
     hl7_facility: str = "DXF"
+    # ADT event notifications (app/events): outbox dispatcher, retries, dead letter
+    events_enabled: bool = True
+    events_poll_seconds: float = Field(default=1.0, gt=0, le=300)
+    events_max_attempts: int = Field(default=10, ge=1, le=100)
+    events_backoff_base_seconds: float = Field(default=2.0, gt=0, le=3600)
+    events_backoff_max_seconds: float = Field(default=900.0, gt=0, le=86400)
+    events_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    events_concurrency: int = Field(default=16, ge=1, le=256)
+    events_allow_http: bool = False
     apcd_layout: str = "3.0.1"
     apcd_delimiter: str = Field(default="|", min_length=1, max_length=1)
     apcd_batch_lines: int = Field(default=2000, ge=1, le=100_000)

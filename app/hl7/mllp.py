@@ -195,8 +195,22 @@ async def run_listener(settings: Settings, host: str | None, port: int | None) -
     from app.db import Database
 
     db = Database.from_settings(settings)
-    server = MllpServer(Hl7Service(db, settings), settings)
+    service = Hl7Service(db, settings)
+    server = MllpServer(service, settings)
     await server.start(host, port)
+    dispatcher = None
+    intermediaries = None
+    if settings.events_enabled:
+        # deliver this listener's events at once (a server sharing the database would find
+        # them too, at its next poll; both may run: deliveries are claimed, not shared)
+        from app.adapters.service import Intermediaries
+        from app.events.dispatcher import Dispatcher
+
+        intermediaries = Intermediaries.build(db, settings)
+        dispatcher = Dispatcher(db, settings, directory=intermediaries.directory)
+        if service.events is not None:
+            service.events.listeners.append(dispatcher.wake)
+        dispatcher.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -211,5 +225,9 @@ async def run_listener(settings: Settings, host: str | None, port: int | None) -
         await stop.wait()
     finally:
         await server.close()
+        if dispatcher is not None:
+            await dispatcher.stop()
+        if intermediaries is not None:
+            await intermediaries.aclose()
         await db.dispose()
     return 0

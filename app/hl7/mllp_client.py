@@ -145,16 +145,16 @@ async def send_message(
             retryable=False,
         ) from None
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
+        # asyncio.timeout rather than wait_for: a cancel in the same loop turn as completion
+        # is not swallowed (Python 3.11), so a dispatcher can always be stopped
+        async with asyncio.timeout(connect_timeout):
+            reader, writer = await asyncio.open_connection(
                 host,
                 port,
                 ssl=tls,
                 server_hostname=(server_hostname or host) if tls is not None else None,
                 limit=max_ack_bytes + 16,
-            ),
-            connect_timeout,
-        )
+            )
     except TimeoutError:
         raise AdapterError(FailureKind.TIMEOUT, "connect timed out", endpoint=where) from None
     except ssl.SSLError:
@@ -167,9 +167,10 @@ async def send_message(
         ) from None
     try:
         try:
-            writer.write(START_BLOCK + message + _TRAILER)
-            await asyncio.wait_for(writer.drain(), ack_timeout)
-            data = await asyncio.wait_for(reader.readuntil(_TRAILER), ack_timeout)
+            async with asyncio.timeout(ack_timeout):
+                writer.write(START_BLOCK + message + _TRAILER)
+                await writer.drain()
+                data = await reader.readuntil(_TRAILER)
         except TimeoutError:
             raise AdapterError(
                 FailureKind.TIMEOUT, "no acknowledgement in time", endpoint=where

@@ -7,9 +7,10 @@ The sequence for every message, whatever the transport (MLLP, POST /hl7v2, files
    MSH-10 and bytes) gets the stored ACK back and changes nothing; the same sender and MSH-10
    with other bytes is kept apart (status `conflict`) and answered AE/CE 205;
 3. map and write: each resource gets `meta.profile` for the US Core 6.1.0 profiles it meets
-   (app.fhir.uscore.stamp_profiles); the resources, their index rows and the journal row's
-   move to `processed` (with the ACK) commit in ONE transaction through
-   FhirRepository/WriteSession with a full-access system policy;
+   (app.fhir.uscore.stamp_profiles); the resources, their index rows, the ADT event's outbox
+   row (app/events/outbox.py) and the journal row's move to `processed` (with the ACK) commit
+   in ONE transaction through FhirRepository/WriteSession with a full-access system policy;
+   the event dispatcher is told after the commit;
 4. a mapping error rolls that back and commits the row as `error` with the reason: AE;
 5. answer. A database failure before the journal commit answers AR (nothing is stored; the
    sender must resend). Only then is the ACK returned to the transport.
@@ -36,6 +37,7 @@ from app.auth.policy import AccessPolicy, ScopeGrant
 from app.db import Database
 from app.errors import FhirError, Gone, NotFound
 from app.fhir.uscore import stamp_profiles
+from app.events.outbox import EventRecorder
 from app.hl7 import journal
 from app.hl7.ack import build_ack, plan_ack
 from app.hl7.mapping import MapContext, provenance, supported
@@ -96,6 +98,9 @@ class Hl7Service:
         self.clock = clock
         self.repo = FhirRepository(
             db, policy=SYSTEM_POLICY, base_url=settings.fhir_base_url, clock=clock
+        )
+        self.events: EventRecorder | None = (
+            EventRecorder(settings.base_url) if settings.events_enabled else None
         )
         self.ident = IdentitySettings(
             systems=dict(settings.hl7_identifier_systems),
@@ -292,6 +297,10 @@ class Hl7Service:
                         continue
                     await tx.update(rtype, rid, body)
                     written += 1
+                events = 0
+                if self.events is not None:
+                    # the outbox rows commit with the resources and the journal outcome
+                    events = await self.events.record(tx, entry_id, ctx)
                 result = self._answer(msg, "ok", None, entry_id)
                 await journal.set_outcome(
                     tx.conn,
@@ -327,6 +336,8 @@ class Hl7Service:
                 Hl7Error("internal error while mapping the message", code="207"),
                 transport,
             )
+        if events and self.events is not None:
+            self.events.committed()
         self._log(entry_id, msg, result, written, transport)
         return _with_id(result, entry_id, "processed")
 

@@ -23,6 +23,10 @@
     apcd_claim            the current version of each imported claim and the resources it made
     intermediary          registered intermediaries: adapter kind, settings, credentials, status
     intermediary_check    the outcome of each registry check run (failed check ids and reasons)
+    event_outbox          ADT events, committed with the message's resources (idempotency key)
+    event_delivery        one row per (event, target): status, attempts, next attempt, delay
+    event_receiver        MLLP and FHIR-message receivers that take every (or some) ADT event
+    event_subscription_counter  events notified per Subscription (events-since-subscription-start)
 
 The small key-only tables are WITHOUT ROWID on SQLite: the row lives in the key's b-tree, so a
 write touches one structure fewer. (Not `resource`: its rows are large, which SQLite advises
@@ -64,6 +68,10 @@ __all__ = [
     "apcd_import_error",
     "apcd_member",
     "conditional_key",
+    "event_delivery",
+    "event_outbox",
+    "event_receiver",
+    "event_subscription_counter",
     "hl7_message",
     "intermediary",
     "intermediary_check",
@@ -455,4 +463,77 @@ intermediary_check = Table(
     Column("skipped", Integer, nullable=False),
     Column("failures", Text, nullable=False),  # JSON list of {"id", "reason"}
     Index(None, "name", "seq"),
+)
+
+
+# ---- ADT event notifications (app/events) ----------------------------------------------------
+# event_outbox rows are written in the same transaction as the ADT message's resources; the
+# dispatcher fans each out into event_delivery rows (one per target) and delivers those.
+
+event_outbox = Table(
+    "event_outbox",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("event_key", String(36), nullable=False, unique=True),  # idempotency key (UUID)
+    Column("journal_id", _Id, nullable=True),  # hl7_message.id it came from
+    Column("trigger", String(8), nullable=False),  # A01, A03, ...
+    Column("kind", String(16), nullable=False),  # admit, discharge, transfer, ...
+    Column("patient_id", String(64), nullable=False),
+    Column("patient_version", Integer, nullable=False),
+    Column("encounter_id", String(64), nullable=True),
+    Column("encounter_version", Integer, nullable=True),
+    Column("other_patient_id", String(64), nullable=True),  # A40: the retired Patient
+    Column("sender", String(512), nullable=False),  # MSH-3|MSH-4
+    Column("occurred_at", DateTime(timezone=True), nullable=True),  # EVN-2 (else MSH-7)
+    Column("received_at", DateTime(timezone=True), nullable=False),  # the message's arrival
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("routed", Boolean, nullable=False),  # fanned out into event_delivery rows
+    Column("routed_at", DateTime(timezone=True), nullable=True),
+    Index(None, "routed", "id"),
+    Index(None, "journal_id"),
+)
+
+event_delivery = Table(
+    "event_delivery",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("event_id", _Id, nullable=False),  # event_outbox.id
+    Column("target_kind", String(16), nullable=False),  # subscription | receiver | adapter
+    Column("target_id", String(200), nullable=False),
+    Column(
+        "channel", String(16), nullable=False
+    ),  # rest-hook | hl7v2-mllp | fhir-message | adapter
+    Column("endpoint", Text, nullable=False),  # where it goes (no credentials), for operators
+    Column("idempotency_key", String(36), nullable=False),
+    Column("event_number", BigInteger, nullable=True),  # per subscription, from 1
+    Column("status", String(12), nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),  # also the claim lease
+    Column("last_error", Text, nullable=True),  # safe text: endpoint, status, kind; no PHI
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("delay_ms", Integer, nullable=True),  # delivered_at - the message's received_at
+    UniqueConstraint("event_id", "target_kind", "target_id"),
+    Index(None, "status", "next_attempt_at"),
+)
+
+event_receiver = Table(
+    "event_receiver",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("channel", String(16), nullable=False),  # hl7v2-mllp | fhir-message
+    Column("endpoint", Text, nullable=False),  # mllp(s)://host:port or the $process-message URL
+    Column("kinds", Text, nullable=False),  # comma-separated event kinds; "" = all
+    Column("panel", String(64), nullable=True),  # a Group id: only its members' events
+    Column("headers", Text, nullable=False),  # JSON list of "Name: value" (FHIR message only)
+    Column("active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+event_subscription_counter = Table(
+    "event_subscription_counter",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("events_since_start", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )

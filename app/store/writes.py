@@ -18,6 +18,7 @@ from app.db import DbConnection
 from app.errors import Conflict, Forbidden, Invalid, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import validate_resource
+from app.fhir.rules import check_rules
 from app.fhir.search.criteria import Criteria
 from app.fhir.search.extract import (
     date_rows,
@@ -381,6 +382,7 @@ class WriteSession:
             )
         if not self.validated:
             validate_resource(body)
+        check_rules(body, self.repo.base_url)
 
     async def _single_match(self, criteria: Criteria, what: str) -> str | None:
         ids = await self.match(criteria, permission="s")

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from app import __version__
 from app.audit.api import AUDIT_TYPE
 from app.audit.api import SEARCH_PARAMS as AUDIT_SEARCH_PARAMS
+from app.events.topic import TOPIC_URL
 from app.fhir.models import RESOURCE_TYPES
 from app.fhir.search.criteria import search_params
 from app.fhir.search.registry import params_for
@@ -93,6 +94,9 @@ def _revincludes() -> dict[str, tuple[str, ...]]:
     return {t: tuple(sorted(v)) for t, v in pointing.items()}
 
 
+_BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+
+
 def capability_statement(routes: Iterable[_Route], settings: Settings) -> dict[str, Any]:
     routes = list(routes)
     served = frozenset((r.interaction, r.level) for r in routes if r.interaction)
@@ -147,6 +151,12 @@ def _statement(
         ]
         if declared:
             entry["operation"] = declared
+        if rtype == "Subscription":  # topic-based, R4 backport (app/events, docs/events.md)
+            entry["extension"] = [
+                {"url": _BACKPORT + "capabilitystatement-subscriptiontopic-canonical",
+                 "valueCanonical": TOPIC_URL}
+            ]  # fmt: skip
+            entry["supportedProfile"] = [_BACKPORT + "backport-subscription"]
         if rtype == AUDIT_TYPE:  # read-only, from the audit log (app/audit/api.py)
             entry.update(
                 interaction=[{"code": c} for c in type_codes if c in ("read", "search-type")],

@@ -60,6 +60,8 @@ async def map_adt(ctx: MapContext) -> None:
     pv1 = ctx.msg.first("PV1")
     if pv1 is not None and event not in _PERSON_ONLY:
         encounter_id = await _encounter(ctx, event, pv1, patient_id)
+    if event not in _PERSON_ONLY:
+        ctx.adt_subjects.append((patient_id, encounter_id, None))
     for al1 in ctx.msg.all("AL1"):
         _allergy(ctx, al1, patient_id)
     for dg1 in ctx.msg.all("DG1"):
@@ -392,6 +394,7 @@ async def _merge(ctx: MapContext) -> None:
             )
         await _retire(ctx, retired_id, survivor_id, old)
         await _repoint(ctx, retired_id, survivor_id)
+        ctx.adt_subjects.append((survivor_id, None, retired_id))
 
 
 def _links(body: dict[str, Any], other: str, link_type: str) -> None:

@@ -66,6 +66,8 @@ class MapContext:
     out: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     event: Dtm | None = None
     authoritative: bool = False  # ADT: may change an existing Patient / Encounter
+    # ADT: (patient id, encounter id, retired patient id) per event subject, for the outbox
+    adt_subjects: list[tuple[str, str | None, str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.authoritative = self.msg.message_code == "ADT"

@@ -26,8 +26,8 @@ from app.settings import Settings
 from app.store.repository import FhirRepository
 
 if TYPE_CHECKING:
-    from app.adapters.service import Intermediaries
     from app.adapters.base import AdapterDirectory
+    from app.adapters.service import Intermediaries
     from app.events.dispatcher import Dispatcher
     from app.hl7.service import Hl7Service
 

@@ -29,10 +29,8 @@ async def _walk(client, auth, query: str, relation: str = "next") -> tuple[list[
         pages.append([e["resource"]["id"] for e in last.get("entry", [])])
         links = [link["url"] for link in last["link"] if link["relation"] == relation]
         url = links[0].split("/fhir", 1)[1] if links else ""
-    return pages, next(
-        (link["url"].split("/fhir", 1)[1] for link in last["link"] if link["relation"] == "previous"),
-        "",
-    )
+    previous = [link["url"] for link in last["link"] if link["relation"] == "previous"]
+    return pages, previous[0].split("/fhir", 1)[1] if previous else ""
 
 
 @pytest.fixture

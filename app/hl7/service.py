@@ -36,8 +36,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from app.auth.policy import AccessPolicy, ScopeGrant
 from app.db import Database
 from app.errors import FhirError, Gone, NotFound
-from app.fhir.uscore import stamp_profiles
 from app.events.outbox import EventRecorder
+from app.fhir.uscore import stamp_profiles
 from app.hl7 import journal
 from app.hl7.ack import build_ack, plan_ack
 from app.hl7.mapping import MapContext, provenance, supported

@@ -35,6 +35,7 @@ class HttpReceiver:
     requests: list[HttpRequest] = field(default_factory=list)
     server: asyncio.Server | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    connections: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -46,13 +47,17 @@ class HttpReceiver:
         return self
 
     async def close(self) -> None:
+        """Stop listening and drop open (keep-alive) connections: the receiver is down."""
         if self.server is not None:
             self.server.close()
+            for writer in list(self.connections):
+                writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 5)
             self.server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections.add(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -76,6 +81,7 @@ class HttpReceiver:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.connections.discard(writer)
             writer.close()
 
 

@@ -62,28 +62,26 @@ async def run_search(repo: FhirRepository, query: SearchQuery) -> SearchPage:
     patient = repo.policy.restriction(criteria.resource_type, "s")
     r = resource.c
     guard = policy_guard(repo)
-    conds: list[Any] = [
-        r.res_type == criteria.resource_type,
-        r.deleted.is_(False),
-        criteria.where(guard, driven=patient is not None),
-    ]
-    if patient:
-        conds.append(q.compartment_member(patient, criteria.resource_type, r.res_id))
+    base: list[Any] = [r.res_type == criteria.resource_type, r.deleted.is_(False)]
+
+    def matching() -> list[Any]:
+        """Every criterion as a condition on `resource` (built only when needed: building a
+        statement costs about as much as running it)."""
+        conds = [*base, criteria.where(guard, driven=patient is not None)]
+        if patient:
+            conds.append(q.compartment_member(patient, criteria.resource_type, r.res_id))
+        return conds
+
     total = None
     if query.total != "none" or query.count == 0:
         async with repo.db.read() as conn:
-            total = int(
-                await conn.scalar(select(func.count()).select_from(resource).where(*conds)) or 0
-            )
+            counted = select(func.count()).select_from(resource).where(*matching())
+            total = int(await conn.scalar(counted) or 0)
     if query.count == 0:
         return SearchPage([], total=total)
     exprs = [sort_expression(k) for k in query.sort]
     cursor = query.cursor
     backwards = cursor is not None and cursor.direction == "prev"
-    if cursor is not None:
-        conds.append(
-            keyset_condition(query.sort, exprs, cursor.values, cursor.last_id, after=not backwards)
-        )
     labels = [e.label(f"k{i}") for i, e in enumerate(exprs)]
     page_ids = None
     if patient is None and not query.sort:  # in id order: the driver can cut the page itself
@@ -96,8 +94,15 @@ async def run_search(repo: FhirRepository, query: SearchQuery) -> SearchPage:
             before=bound if backwards else None,
         )
     if page_ids is not None:
-        conds = [r.res_type == criteria.resource_type, r.deleted.is_(False)]
-        conds.append(r.res_id.in_(page_ids))
+        conds = [*base, r.res_id.in_(page_ids)]
+    else:
+        conds = matching()
+        if cursor is not None:
+            conds.append(
+                keyset_condition(
+                    query.sort, exprs, cursor.values, cursor.last_id, after=not backwards
+                )
+            )
     statement = (
         select(r.res_type, r.res_id, r.version, r.last_updated, r.content, *labels)
         .where(*conds)

@@ -217,13 +217,15 @@ class Database:
                 connect_args={"check_same_thread": False},
                 pool_reset_on_return=None,  # every use ends in an explicit commit or rollback
             )
-            event.listen(self._sqlite, "connect", _sqlite_pragmas(sqlite_synchronous))
+            self._pragmas = _sqlite_pragmas(sqlite_synchronous)
+            event.listen(self._sqlite, "connect", self._pragmas)
             event.listen(self._sqlite, "begin", _sqlite_begin)
             self._write_lock = asyncio.Lock()
             self._point_reader: sqlite3.Connection | None = None
             self._point_path = parsed.database
             self._wal_path = parsed.database + "-wal"
             self._checkpointer = _Checkpointer(parsed.database)
+            self._lone_writer: sqlite3.Connection | None = None  # see execute_alone
         else:
             self.engine = create_async_engine(
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
@@ -299,7 +301,7 @@ class Database:
                 tx.commit()
                 size = self._wal_size()
                 if self.wal_limit_bytes and size > self.wal_limit_bytes:
-                    await self._checkpoint(conn)
+                    await self._checkpoint(conn.connection.driver_connection)
                 elif size > CHECKPOINT_AFTER_BYTES:
                     self._checkpointer.wake()
 
@@ -309,11 +311,10 @@ class Database:
         except FileNotFoundError:
             return 0
 
-    async def _checkpoint(self, conn: Connection) -> None:
+    async def _checkpoint(self, raw: sqlite3.Connection) -> None:
         """Copy the whole log into the database and empty it, still holding this process's
         write lock (so no writer here adds frames meanwhile). It runs in a thread: the loop
         keeps serving reads, some of which the checkpoint may be waiting for."""
-        raw = conn.connection.driver_connection
         started = time.monotonic()
         before = self._wal_size()
         busy, _log, _done = await asyncio.to_thread(_truncate_wal, raw)
@@ -356,8 +357,7 @@ class Database:
         `DXF_SQLITE_SYNCHRONOUS`.
         """
         if self.is_sqlite:
-            async with self.write() as conn:
-                await conn.execute(statement, params)
+            await self._execute_alone_sqlite(statement, params)
             return
         pool = await self._pool()
         names = statement.pg_param_names
@@ -369,6 +369,44 @@ class Database:
             if not wait_for_flush:
                 await conn.execute("SET LOCAL synchronous_commit = off")
             await conn.executemany(statement.pg_sql, rows)
+
+    async def _execute_alone_sqlite(
+        self, statement: Prepared, params: dict[str, Any] | list[dict[str, Any]]
+    ) -> None:
+        """On a connection of its own, with no pool checkout and no SQLAlchemy transaction
+        around it: the audit row every FHIR answer waits for costs three sqlite3 calls."""
+        async with self._write_lock:
+            if self._lone_writer is None:
+                self._lone_writer = sqlite3.connect(
+                    self._point_path, isolation_level=None, check_same_thread=False
+                )
+                self._pragmas(self._lone_writer, None)
+            raw = self._lone_writer
+            deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+            delay = 0.001
+            while True:
+                try:
+                    raw.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    text_ = str(exc).lower()
+                    if ("locked" not in text_ and "busy" not in text_) or (
+                        time.monotonic() > deadline
+                    ):
+                        raise
+                await asyncio.sleep(delay)  # another process is writing
+                delay = min(delay * 2, 0.05)
+            try:
+                statement.run_sqlite(raw, params)
+            except BaseException:
+                raw.execute("ROLLBACK")
+                raise
+            raw.execute("COMMIT")
+            size = self._wal_size()
+            if self.wal_limit_bytes and size > self.wal_limit_bytes:
+                await self._checkpoint(raw)
+            elif size > CHECKPOINT_AFTER_BYTES:
+                self._checkpointer.wake()
 
     async def _pool(self) -> asyncpg.Pool:
         if self._point_pool is None:
@@ -400,6 +438,9 @@ class Database:
             self._point_pool = None
         if self.is_sqlite:
             self._checkpointer.stop()
+            if self._lone_writer is not None:
+                self._lone_writer.close()
+                self._lone_writer = None
             if self._point_reader is not None:
                 self._point_reader.close()
                 self._point_reader = None

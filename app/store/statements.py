@@ -138,9 +138,10 @@ async def read_current(
 ) -> StoredResource:
     params = {"rtype": resource_type, "rid": resource_id}
     if patient:
-        row = (await conn.execute(READ_IN_COMPARTMENT, {**params, "patient": patient})).first()
+        found = await conn.execute(POINT_READ_IN_COMPARTMENT, {**params, "patient": patient})
+        row = found.first()
     else:
-        row = (await conn.execute(READ, params)).first()
+        row = (await conn.execute(POINT_READ, params)).first()
     return current_row(resource_type, resource_id, tuple(row) if row is not None else None)
 
 

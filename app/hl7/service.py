@@ -259,10 +259,12 @@ class Hl7Service:
             done = await self._process_group(todo)
         except Exception:  # noqa: BLE001 - nothing of the processing was committed
             # the journal rows are committed: process each message alone, as before
-            for item, entry_id in todo:
+            for item, entry_id, received_at in todo:
                 assert item.msg is not None
                 try:
-                    result = await self.process(entry_id, item.msg, item.transport)
+                    result = await self.process(
+                        entry_id, item.msg, item.transport, received_at=received_at
+                    )
                 except Exception as exc:  # noqa: BLE001
                     result = self._not_stored(item, exc)
                 _answer_with(item, result)
@@ -272,11 +274,11 @@ class Hl7Service:
 
     async def _journal_group(
         self, group: list[_Pending]
-    ) -> tuple[list[tuple[_Pending, Hl7Result]], list[tuple[_Pending, int]]]:
+    ) -> tuple[list[tuple[_Pending, Hl7Result]], list[tuple[_Pending, int, datetime]]]:
         """Journal a group in one transaction: (answers decided by the journal alone, messages
         to process with their journal ids). Answers are returned only after the commit."""
         decided: list[tuple[_Pending, Hl7Result]] = []
-        todo: list[tuple[_Pending, int]] = []
+        todo: list[tuple[_Pending, int, datetime]] = []
         logs: list[tuple[int, _Pending, Hl7Result]] = []
         now = self.clock()
         async with self.db.write() as conn:
@@ -294,7 +296,7 @@ class Hl7Service:
                 if same is not None and same.status != "received" and same.ack:
                     decided.append((item, self._replay(same, item.msg)))
                 elif same is not None:
-                    todo.append((item, same.id))
+                    todo.append((item, same.id, same.received_at))
                 elif earlier and item.control_id:
                     problem = Hl7Error(
                         "MSH-10 was already used by this sender for a different message",
@@ -330,13 +332,13 @@ class Hl7Service:
                     logs.append((entry_id, item, result))
                 else:
                     entry_id = await journal.insert_entry(conn, **values, status="received")
-                    todo.append((item, entry_id))
+                    todo.append((item, entry_id, now))
         for entry_id, item, result in logs:
             self._log(entry_id, item.msg, result, 0, item.transport)
         return decided, todo
 
     async def _process_group(
-        self, todo: list[tuple[_Pending, int]]
+        self, todo: list[tuple[_Pending, int, datetime]]
     ) -> list[tuple[_Pending, Hl7Result]]:
         """Map and write a group's messages in one transaction, each under a savepoint: a
         message that fails rolls back its own savepoint only and is journaled as `error` in
@@ -344,12 +346,14 @@ class Hl7Service:
         transaction, which then commits nothing."""
         done: list[tuple[_Pending, Hl7Result, int, int]] = []
         async with self.repo.transaction() as tx:
-            for item, entry_id in todo:
+            for item, entry_id, received_at in todo:
                 msg = item.msg
                 assert msg is not None
                 try:
                     async with tx.conn.begin_nested():
-                        result, written, events = await self._map_and_write(tx, entry_id, msg)
+                        result, written, events = await self._map_and_write(
+                            tx, entry_id, msg, received_at=received_at
+                        )
                 except Exception as exc:
                     problem = self._mapping_problem(exc, entry_id)
                     result = self._answer(
@@ -424,8 +428,10 @@ class Hl7Service:
                 same = next((e for e in earlier if e.sha256 == digest), None)
                 if same is not None and same.status != "received" and same.ack:
                     return self._replay(same, msg)
+                received_at = values["received_at"]
                 if same is not None:
                     entry_id = same.id
+                    received_at = same.received_at
                 elif earlier and control_id:
                     problem = Hl7Error(
                         "MSH-10 was already used by this sender for a different message",
@@ -474,27 +480,38 @@ class Hl7Service:
             )
             return self._answer(msg, "reject", busy, None)
         assert msg is not None
-        return await self.process(entry_id, msg, transport)
+        return await self.process(entry_id, msg, transport, received_at=received_at)
 
     # ---- processing -----------------------------------------------------------------------------
 
-    async def process(self, entry_id: int, msg: Message, transport: str) -> Hl7Result:
+    async def process(
+        self,
+        entry_id: int,
+        msg: Message,
+        transport: str,
+        *,
+        received_at: datetime | None = None,
+    ) -> Hl7Result:
         """Map a journaled message and commit its resources with the journal row's outcome.
         A deadlock or serialization failure between two messages for the same resources is
         retried (PostgreSQL picks a victim; nothing of it was committed)."""
         for attempt in range(_RETRIES):
             try:
-                return await self._process_once(entry_id, msg, transport)
+                return await self._process_once(entry_id, msg, transport, received_at)
             except DBAPIError as exc:
                 code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
                 if code not in ("40001", "40P01") or attempt == _RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
-    async def _process_once(self, entry_id: int, msg: Message, transport: str) -> Hl7Result:
+    async def _process_once(
+        self, entry_id: int, msg: Message, transport: str, received_at: datetime | None
+    ) -> Hl7Result:
         try:
             async with self.repo.transaction() as tx:
-                result, written, events = await self._map_and_write(tx, entry_id, msg)
+                result, written, events = await self._map_and_write(
+                    tx, entry_id, msg, received_at=received_at
+                )
         except Exception as exc:
             return await self._failed(
                 entry_id, msg, self._mapping_problem(exc, entry_id), transport
@@ -505,7 +522,12 @@ class Hl7Service:
         return _with_id(result, entry_id, "processed")
 
     async def _map_and_write(
-        self, tx: WriteSession, entry_id: int, msg: Message
+        self,
+        tx: WriteSession,
+        entry_id: int,
+        msg: Message,
+        *,
+        received_at: datetime | None = None,
     ) -> tuple[Hl7Result, int, int]:
         """Map the message and write its resources, events and journal outcome inside `tx`:
         (the AA answer, resources written, events recorded)."""
@@ -553,17 +575,30 @@ class Hl7Service:
             format_instant(tx.now),
         )
         written = 0
+        versions: dict[tuple[str, str], int] = {}
         for (rtype, rid), body in ctx.out.items():
             stamp_profiles(body)
             stored = await lookup(rtype, rid)
             if stored is not None and _same(stored, body):
+                version = (stored.get("meta") or {}).get("versionId")
+                if isinstance(version, str) and version.isdigit():
+                    versions[(rtype, rid)] = int(version)
                 continue
-            await tx.update(rtype, rid, body)
+            done = await tx.update(rtype, rid, body)
+            versions[(rtype, rid)] = done.resource.version
             written += 1
         events = 0
         if self.events is not None:
-            # the outbox rows commit with the resources and the journal outcome
-            events = await self.events.record(tx, entry_id, ctx)
+            # the outbox rows commit with the resources and the journal outcome; a message
+            # given its received time was just journaled (never processed: no event yet)
+            events = await self.events.record(
+                tx,
+                entry_id,
+                ctx,
+                received_at=received_at,
+                versions=versions,
+                first_time=received_at is not None,
+            )
         result = self._answer(msg, "ok", None, entry_id)
         await journal.set_outcome(
             tx.conn,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, insert, select, update
+from sqlalchemy import bindparam, delete, exists, insert, select, text, update
 
 from app.db import DbConnection, Prepared
 from app.errors import Gone, NotFound
@@ -123,6 +123,22 @@ IN_COMPARTMENT = Prepared(
         _rc.res_id == bindparam("rid"),
     )
 )
+
+
+def _drop_all(*tables: Any) -> Any:
+    """One PostgreSQL statement deleting a resource's rows from each table (data-modifying
+    WITH clauses all run, read or not: https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING)."""
+    clauses = ", ".join(
+        f'd{n} AS (DELETE FROM "{t.name}" WHERE res_type = :rtype AND res_id = :rid)'
+        for n, t in enumerate(tables)
+    )
+    return text(f"WITH {clauses} SELECT 1")
+
+
+_INDEX_TABLES = (spidx_token, spidx_reference, spidx_string, spidx_date, spidx_quantity)
+# PostgreSQL: a resource's index rows (and compartment rows) in one round trip instead of six
+PG_DROP_INDEX = _drop_all(*_INDEX_TABLES, resource_compartment)
+PG_DROP_INDEX_KEEP_COMPARTMENT = _drop_all(*_INDEX_TABLES)
 
 
 def key(resource_type: str, resource_id: str) -> dict[str, str]:

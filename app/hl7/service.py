@@ -15,6 +15,11 @@ The sequence for every message, whatever the transport (MLLP, POST /hl7v2, files
 5. answer. A database failure before the journal commit answers AR (nothing is stored; the
    sender must resend). Only then is the ACK returned to the transport.
 
+Messages handed in at the same moment are committed as a group (`_drain`): one transaction
+journals them all (step 2), a second maps and writes them (steps 3-4) with a SAVEPOINT per
+message, so a failing message rolls back only its own work and is journaled as error in that
+transaction. Each message's answer still waits for the commit holding its outcome.
+
 Logs carry the journal id, sender (MSH-3|MSH-4 names), control id, type, ACK code and a count;
 never field values.
 """

@@ -79,15 +79,14 @@ class EventRecorder:
         *,
         received_at: datetime | None = None,
         versions: dict[tuple[str, str], int] | None = None,
-        first_time: bool = False,
     ) -> int:
         """Record the message's events (none for a non-event trigger); returns how many rows
         were added. Must run inside the transaction that writes the message's resources.
 
-        What the caller already knows saves a query each: `received_at` (the journal row's),
-        `versions` (the version this transaction leaves each resource at) and `first_time`
-        (the journal row was never `processed`, so no event of it can be recorded yet:
-        events commit only with that status)."""
+        What the caller already knows saves a query each: `received_at` (the journal row's)
+        and `versions` (the version this transaction leaves each resource at). Whether an
+        event is recorded already is always asked: the same journal row can be processed by
+        two connections at once (an identical message resent while the first is in flight)."""
         msg = ctx.msg
         if msg.message_code != "ADT" or not ctx.adt_subjects:
             return 0
@@ -103,7 +102,7 @@ class EventRecorder:
         added = 0
         for position, (patient_id, encounter_id, other_id) in enumerate(ctx.adt_subjects):
             key = event_key(self.base_url, journal_id, position)
-            if not first_time and await tx.conn.scalar(_SEEN, {"key": key}) is not None:
+            if await tx.conn.scalar(_SEEN, {"key": key}) is not None:
                 continue  # reprocessed: this event is recorded already
             row: dict[str, Any] = {
                 "event_key": key,

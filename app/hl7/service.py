@@ -62,6 +62,7 @@ SYSTEM_POLICY = AccessPolicy(grants=(ScopeGrant("system", "*", frozenset("cruds"
 _VERSION = re.compile(r"^2\.[1-9](\.[0-9A-Za-z]{1,3})?$")
 _RETRIES = 5
 _BATCH = 64  # most messages one group commit takes
+_PG_GROUPS = 4  # groups processed at once on PostgreSQL (see Hl7Service.__init__)
 # every (sender, control id) lock of a group in one statement, in key order (no deadlocks)
 _LOCK_MANY = text(
     "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS BIGINT[])) AS k ORDER BY k"
@@ -151,7 +152,12 @@ class Hl7Service:
             zone=settings.hl7_default_timezone,
         )
         self._queue: list[_Pending] = []
-        self._drainer: asyncio.Task[None] | None = None
+        self._drainers: set[asyncio.Task[None]] = set()
+        # groups in flight at once: SQLite has one writer anyway; on PostgreSQL the server's
+        # round trips of one group overlap the mapping of another
+        self._max_groups = 1 if db.is_sqlite else _PG_GROUPS
+        self._in_flight: set[tuple[str, str]] = set()  # (sender, control id) of groups in flight
+        self._draining = 0  # _drain tasks started and not yet returned
 
     # ---- entry point ---------------------------------------------------------------------------
 
@@ -165,14 +171,20 @@ class Hl7Service:
         loop = asyncio.get_running_loop()
         item.future = loop.create_future()
         self._queue.append(item)
-        if self._drainer is None or self._drainer.done():
-            self._drainer = loop.create_task(self._drain())
+        if self._draining < self._max_groups:
+            # counted here and uncounted by _drain itself as it returns (not by a done
+            # callback, which runs later): a caller handing in its next message right after
+            # its answer must not find a task counted that has already stopped taking work
+            self._draining += 1
+            task = loop.create_task(self._drain())
+            self._drainers.add(task)
+            task.add_done_callback(self._drainers.discard)
         return await item.future
 
     async def idle(self) -> None:
         """Wait until every message handed in so far is answered (used at shutdown)."""
-        while self._drainer is not None and not self._drainer.done():
-            await asyncio.wait({self._drainer})
+        while self._drainers:
+            await asyncio.wait(set(self._drainers))
 
     def _prepare(self, raw: bytes, transport: str) -> _Pending:
         msg: Message | None = None
@@ -226,25 +238,36 @@ class Hl7Service:
         the queue is empty. A group is journaled in one transaction and processed in a second
         one, with a savepoint per message; so at load two commits serve many messages, and at
         low load a message waits for nothing but the group in progress. Two messages with one
-        sender and control id never share a group: the later one waits for the next group,
-        where it finds the earlier one's outcome (a duplicate or a conflict)."""
-        while self._queue:
-            group: list[_Pending] = []
-            keys: set[tuple[str, str]] = set()
-            rest: list[_Pending] = []
-            for item in self._queue:
-                key = (item.sender[:512], item.control_id)
-                if len(group) < _BATCH and key not in keys:
-                    keys.add(key)
-                    group.append(item)
-                else:
-                    rest.append(item)
-            self._queue = rest
-            try:
-                await self._run_group(group)
-            except Exception as exc:  # noqa: BLE001 - every caller must get an answer
-                for item in group:
-                    _answer_with(item, self._not_stored(item, exc))
+        sender and control id are never in flight together: the later one waits for a later
+        group, where it finds the earlier one's outcome (a duplicate or a conflict). On
+        PostgreSQL up to _PG_GROUPS tasks run this at once, each with its own groups."""
+        try:
+            while self._queue:
+                group: list[_Pending] = []
+                keys: set[tuple[str, str]] = set()
+                rest: list[_Pending] = []
+                for item in self._queue:
+                    key = (item.sender[:512], item.control_id)
+                    if len(group) < _BATCH and key not in keys and key not in self._in_flight:
+                        keys.add(key)
+                        group.append(item)
+                    else:
+                        rest.append(item)
+                self._queue = rest
+                if not group:
+                    # each waiting message shares a control id with a group in flight: the
+                    # task running that group takes it next
+                    return
+                self._in_flight |= keys
+                try:
+                    await self._run_group(group)
+                except Exception as exc:  # noqa: BLE001 - every caller must get an answer
+                    for item in group:
+                        _answer_with(item, self._not_stored(item, exc))
+                finally:
+                    self._in_flight -= keys
+        finally:
+            self._draining -= 1
 
     async def _run_group(self, group: list[_Pending]) -> None:
         if len(group) == 1:
@@ -594,15 +617,13 @@ class Hl7Service:
             written += 1
         events = 0
         if self.events is not None:
-            # the outbox rows commit with the resources and the journal outcome; a message
-            # given its received time was just journaled (never processed: no event yet)
+            # the outbox rows commit with the resources and the journal outcome
             events = await self.events.record(
                 tx,
                 entry_id,
                 ctx,
                 received_at=received_at,
                 versions=versions,
-                first_time=received_at is not None,
             )
         result = self._answer(msg, "ok", None, entry_id)
         await journal.set_outcome(

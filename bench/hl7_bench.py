@@ -11,6 +11,12 @@ Standalone script (not a pytest test); standard library only. It:
 3. reports messages/s (wall clock, first send to last ACK), ACK latency p50/p90/p99/max, and
    checks afterwards that every message is in the journal as processed.
 
+`--in-process` skips the listener and the network: the same messages go straight to
+Hl7Service.handle from --connections concurrent callers in this process, and the report adds
+the CPU milliseconds per message (this process's CPU time, all threads, and the event-loop
+thread's alone). On a shared machine that figure moves less than messages/s does; compare
+several runs.
+
 All content is synthetic; nothing leaves 127.0.0.1. `--json FILE` also writes the figures
 (bench/results/ is git-ignored).
 """
@@ -94,6 +100,51 @@ async def sender(port: int, batch: list[bytes], latencies: list[float], codes: d
         writer.close()
 
 
+async def in_process(url: str, tmp: Path, batches: list[list[bytes]]) -> dict:
+    """Hand the messages to Hl7Service.handle directly; a patient's messages stay with one
+    caller, in order, as they stay on one connection in the MLLP run."""
+    sys.path.insert(0, str(REPO))
+    from app.db import Database
+    from app.hl7.service import Hl7Service
+    from app.settings import Settings
+
+    settings = Settings(database_url=url, signing_key_file=tmp / "key.json", log_level="WARNING")  # type: ignore[call-arg]
+    db = Database.from_settings(settings)
+    service = Hl7Service(db, settings)
+    latencies: list[float] = []
+    codes: dict[str, int] = {}
+
+    async def caller(batch: list[bytes]) -> None:
+        for message in batch:
+            started = time.perf_counter()
+            result = await service.handle(message, "bench")
+            latencies.append(time.perf_counter() - started)
+            codes[result.code] = codes.get(result.code, 0) + 1
+
+    cpu, loop_cpu, started = time.process_time(), time.thread_time(), time.perf_counter()
+    try:
+        await asyncio.gather(*(caller(b) for b in batches))
+    finally:
+        elapsed = time.perf_counter() - started
+        cpu, loop_cpu = time.process_time() - cpu, time.thread_time() - loop_cpu
+        await db.dispose()
+    return {
+        "elapsed": elapsed,
+        "latencies": latencies,
+        "codes": codes,
+        "cpu_ms_per_message": round(cpu * 1000 / len(latencies), 3),
+        "loop_cpu_ms_per_message": round(loop_cpu * 1000 / len(latencies), 3),
+    }
+
+
+def lanes(data: list[bytes], connections: int, patients: int) -> list[list[bytes]]:
+    """A patient's messages stay on one connection, in order (as a real feed's would)."""
+    out: list[list[bytes]] = [[] for _ in range(connections)]
+    for n, message in enumerate(data):
+        out[(n % patients) % connections].append(message)
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -106,6 +157,11 @@ async def main() -> int:
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--database-url", help="default: a temporary SQLite file")
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="call Hl7Service.handle directly (no listener, no MLLP) and report CPU ms/message",
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="dxf-hl7-bench-"))
@@ -113,21 +169,23 @@ async def main() -> int:
     env = {**os.environ, "DXF_DATABASE_URL": url, "DXF_LOG_LEVEL": "WARNING"}
     subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=REPO, env=env, check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
-    proc, port = await start_listener(env)
-    try:
-        data = messages(args.messages, args.patients)
-        # a patient's messages stay on one connection, in order (as a real feed's would)
-        batches: list[list[bytes]] = [[] for _ in range(args.connections)]
-        for n, message in enumerate(data):
-            batches[(n % args.patients) % args.connections].append(message)
-        latencies: list[float] = []
-        codes: dict[str, int] = {}
-        started = time.perf_counter()
-        await asyncio.gather(*(sender(port, b, latencies, codes) for b in batches))
-        elapsed = time.perf_counter() - started
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        await proc.wait()
+    batches = lanes(messages(args.messages, args.patients), args.connections, args.patients)
+    extra: dict = {}
+    if args.in_process:
+        run = await in_process(url, tmp, batches)
+        elapsed, latencies, codes = run.pop("elapsed"), run.pop("latencies"), run.pop("codes")
+        extra = run
+    else:
+        proc, port = await start_listener(env)
+        try:
+            latencies = []
+            codes = {}
+            started = time.perf_counter()
+            await asyncio.gather(*(sender(port, b, latencies, codes) for b in batches))
+            elapsed = time.perf_counter() - started
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
     processed = None
     if url.startswith("sqlite"):
         with sqlite3.connect(tmp / "bench.db") as conn:
@@ -148,6 +206,9 @@ async def main() -> int:
         },
         "ack_codes": codes,
         "journal_processed": processed,
+        **extra,
+        "mode": "in-process" if args.in_process else "mllp",
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     print(json.dumps(result, indent=2))

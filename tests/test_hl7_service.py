@@ -288,3 +288,47 @@ async def test_concurrent_messages_reusing_a_control_id_are_still_a_conflict(
     results = await asyncio.gather(hl7.handle(first, "test"), hl7.handle(second, "test"))
     assert sorted(r.code for r in results) == ["AA", "AE"]
     assert await count(db, hl7_message, hl7_message.c.status == "conflict") == 1
+
+
+async def test_messages_arriving_together_commit_as_a_group_and_a_failure_stays_its_own(
+    hl7: Hl7Service, db: Database, monkeypatch: pytest.MonkeyPatch
+):
+    """Messages handed in at once share one journal and one processing transaction (group
+    commit); one whose mapping fails rolls back only its own savepoint and is journaled as
+    error in that transaction, and an identical resend in the same group gets the original
+    answer, not a second copy."""
+    import asyncio
+
+    from app.hl7 import mapping
+
+    real = mapping.MAPS[("ADT", "A01")]
+
+    async def fails_for_bad(ctx):
+        await real(ctx)
+        if ctx.msg.control_id == "G-BAD":
+            raise RuntimeError("bug")
+
+    monkeypatch.setitem(mapping.MAPS, ("ADT", "A01"), fails_for_bad)
+    commits = 0
+    write = db.write
+
+    def counting_write(*args, **kwargs):
+        nonlocal commits
+        commits += 1
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(db, "write", counting_write)
+
+    def message(n: int, control: str) -> bytes:
+        patient = pid(mrn=f"MRN{n}", family=f"FAM{n}")
+        return adt("A01", control, "20260301101500-0800", visit=f"V{n}", patient=patient)
+
+    sent = [message(n, f"G{n}") for n in range(5)] + [message(9, "G-BAD"), message(0, "G0")]
+    results = await asyncio.gather(*(hl7.handle(m, "test") for m in sent))
+    assert [r.code for r in results] == ["AA"] * 5 + ["AE", "AA"]
+    assert results[6].duplicate and results[6].journal_id == results[0].journal_id
+    assert commits <= 5  # 7 messages alone would take at least 12 write transactions
+    assert await count(db, hl7_message, hl7_message.c.status == "processed") == 5
+    assert await count(db, hl7_message, hl7_message.c.status == "error") == 1
+    assert await count(db, resource, resource.c.res_type == "Patient") == 5
+    assert await count(db, resource, resource.c.res_type == "Encounter") == 5

@@ -71,9 +71,22 @@ class EventRecorder:
         self.base_url = base_url
         self.listeners: list[Callable[[], None]] = []
 
-    async def record(self, tx: WriteSession, journal_id: int, ctx: MapContext) -> int:
+    async def record(
+        self,
+        tx: WriteSession,
+        journal_id: int,
+        ctx: MapContext,
+        *,
+        received_at: datetime | None = None,
+        versions: dict[tuple[str, str], int] | None = None,
+    ) -> int:
         """Record the message's events (none for a non-event trigger); returns how many rows
-        were added. Must run inside the transaction that writes the message's resources."""
+        were added. Must run inside the transaction that writes the message's resources.
+
+        What the caller already knows saves a query each: `received_at` (the journal row's)
+        and `versions` (the version this transaction leaves each resource at). Whether an
+        event is recorded already is always asked: the same journal row can be processed by
+        two connections at once (an identical message resent while the first is in flight)."""
         msg = ctx.msg
         if msg.message_code != "ADT" or not ctx.adt_subjects:
             return 0
@@ -81,13 +94,15 @@ class EventRecorder:
         kind = kind_of(trigger)
         if kind is None:
             return 0
-        received = await tx.conn.scalar(_RECEIVED, {"journal_id": journal_id})
+        received = received_at
+        if received is None:
+            received = await tx.conn.scalar(_RECEIVED, {"journal_id": journal_id})
+        known = versions or {}
         occurred: datetime | None = ctx.event.instant if ctx.event is not None else None
         added = 0
         for position, (patient_id, encounter_id, other_id) in enumerate(ctx.adt_subjects):
             key = event_key(self.base_url, journal_id, position)
-            seen = await tx.conn.scalar(_SEEN, {"key": key})
-            if seen is not None:
+            if await tx.conn.scalar(_SEEN, {"key": key}) is not None:
                 continue  # reprocessed: this event is recorded already
             row: dict[str, Any] = {
                 "event_key": key,
@@ -95,7 +110,8 @@ class EventRecorder:
                 "trigger": trigger[:8],
                 "kind": kind,
                 "patient_id": patient_id,
-                "patient_version": await _version(tx, "Patient", patient_id),
+                "patient_version": known.get(("Patient", patient_id))
+                or await _version(tx, "Patient", patient_id),
                 "encounter_id": encounter_id,
                 "encounter_version": None,
                 "other_patient_id": other_id,
@@ -107,7 +123,9 @@ class EventRecorder:
                 "routed_at": None,
             }
             if encounter_id is not None:
-                row["encounter_version"] = await _version(tx, "Encounter", encounter_id)
+                row["encounter_version"] = known.get(("Encounter", encounter_id)) or await _version(
+                    tx, "Encounter", encounter_id
+                )
             await tx.conn.execute(_INSERT, row)
             added += 1
         return added

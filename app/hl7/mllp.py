@@ -76,6 +76,7 @@ class MllpServer:
             for task in list(self._connections):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            await self.service.idle()  # messages already handed in are still answered
             await self.server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, insert, select, update
+from sqlalchemy import bindparam, delete, exists, insert, select, text, update
 
 from app.db import DbConnection, Prepared
 from app.errors import Gone, NotFound
@@ -125,6 +125,22 @@ IN_COMPARTMENT = Prepared(
 )
 
 
+def _drop_all(*tables: Any) -> Any:
+    """One PostgreSQL statement deleting a resource's rows from each table (data-modifying
+    WITH clauses all run, read or not: https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING)."""
+    clauses = ", ".join(
+        f'd{n} AS (DELETE FROM "{t.name}" WHERE res_type = :rtype AND res_id = :rid)'
+        for n, t in enumerate(tables)
+    )
+    return text(f"WITH {clauses} SELECT 1")
+
+
+_INDEX_TABLES = (spidx_token, spidx_reference, spidx_string, spidx_date, spidx_quantity)
+# PostgreSQL: a resource's index rows (and compartment rows) in one round trip instead of six
+PG_DROP_INDEX = _drop_all(*_INDEX_TABLES, resource_compartment)
+PG_DROP_INDEX_KEEP_COMPARTMENT = _drop_all(*_INDEX_TABLES)
+
+
 def key(resource_type: str, resource_id: str) -> dict[str, str]:
     return {"rtype": resource_type, "rid": resource_id}
 
@@ -138,9 +154,10 @@ async def read_current(
 ) -> StoredResource:
     params = {"rtype": resource_type, "rid": resource_id}
     if patient:
-        row = (await conn.execute(READ_IN_COMPARTMENT, {**params, "patient": patient})).first()
+        found = await conn.execute(POINT_READ_IN_COMPARTMENT, {**params, "patient": patient})
+        row = found.first()
     else:
-        row = (await conn.execute(READ, params)).first()
+        row = (await conn.execute(POINT_READ, params)).first()
     return current_row(resource_type, resource_id, tuple(row) if row is not None else None)
 
 

@@ -526,6 +526,10 @@ class WriteSession:
         self, resource_type: str, resource_id: str, *, keep_compartment: bool
     ) -> None:
         key = q.key(resource_type, resource_id)
+        if not self.repo.db.is_sqlite:
+            drop = q.PG_DROP_INDEX_KEEP_COMPARTMENT if keep_compartment else q.PG_DROP_INDEX
+            await self.conn.execute(drop, key)
+            return
         await self.conn.execute(q.DROP_TOKENS, key)
         await self.conn.execute(q.DROP_REFERENCES, key)
         await self.conn.execute(q.DROP_STRINGS, key)

@@ -43,7 +43,7 @@ from app.apcd.links import LinkRule, parse_link_rules
 from app.apcd.mapping import Mapper, Namespace, Res, Row
 from app.apcd.reader import Envelope, FileRejected, LineError, lines, scan
 from app.errors import Conflict, Gone, NotFound, Unprocessable
-from app.fhir.models import validate_resource
+from app.fhir.models import check_resource
 from app.fhir.search.criteria import parse_criteria
 from app.store.base import utc_now_ms
 from app.store.repository import FhirRepository, WriteSession
@@ -288,6 +288,7 @@ class ApcdImporter:
         ctx.bulk_keys.clear()
         ctx.pending = []
         async with self.repo.transaction() as tx:
+            tx.validated = True  # every body is checked here first (check_resource)
             await self._put(tx, ctx, result, *ctx.mapper.payer_organization())
             for unit in units:
                 if careful:
@@ -345,7 +346,7 @@ class ApcdImporter:
         for unit in units:
             try:
                 for _type, _id, body in self._resources_offline(ctx, unit):
-                    validate_resource(body)
+                    check_resource(body)
             except Unprocessable as exc:
                 errors.append(_mapping_error(ctx, unit, exc))
                 result.rejected += len(unit.rows)
@@ -506,8 +507,11 @@ class ApcdImporter:
         *,
         validated: bool,
     ) -> None:
+        if not validated:
+            for _type, _id, body in items:
+                check_resource(body)
         try:
-            await tx.create_many(items, validated=validated)
+            await tx.create_many(items, validated=True)
         except Conflict:  # some exist after all: one by one, comparing with what is stored
             for res in items:
                 await self._put(tx, ctx, result, *res)
@@ -581,6 +585,7 @@ class ApcdImporter:
         if f"{rtype}/{rid}" in ctx.bulk_keys:
             await self._flush_bulk(tx, ctx, result)  # written again in the batch: store it first
         if fresh:
+            check_resource(body)
             try:
                 await tx.create(rtype, body, resource_id=rid)
             except Conflict:
@@ -603,6 +608,7 @@ class ApcdImporter:
             if stored == orjson.loads(orjson.dumps(body)):
                 result.unchanged += 1
                 return
+        check_resource(body)
         written = await tx.update(rtype, rid, {**body, "id": rid})
         if written.created:
             result.created += 1
@@ -691,7 +697,7 @@ def validate_bodies(blobs: list[bytes]) -> tuple[int, str] | None:
     """In a worker process: the first body that fails validation, (index, diagnostics)."""
     for i, blob in enumerate(blobs):
         try:
-            validate_resource(orjson.loads(blob))
+            check_resource(orjson.loads(blob))
         except Unprocessable as exc:
             return i, exc.issues[0].diagnostics if exc.issues else exc.diagnostics
     return None

@@ -36,12 +36,13 @@ from multiprocessing import get_context
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from app.apcd.layout import Layout, load_layout
 from app.apcd.links import LinkRule, parse_link_rules
 from app.apcd.mapping import Mapper, Namespace, Res, Row
 from app.apcd.reader import Envelope, FileRejected, LineError, lines, scan
+from app.db import Prepared
 from app.errors import Conflict, Gone, NotFound, Unprocessable
 from app.fhir.models import check_resource
 from app.fhir.search.criteria import parse_criteria
@@ -57,6 +58,21 @@ _MEMBER_CACHE_MAX = 200_000
 MAX_ERRORS_KEPT = 10_000
 BULK_MAX = 500  # new resources held for one multi-row insert
 MAX_CLAIM_LINES = 9_999  # the line counter has 4 digits
+_CLAIM_READ_CHUNK = 500  # claim ids per state query
+_INSERT_CLAIM = Prepared(insert(apcd_claim))
+_UPDATE_CLAIM = Prepared(
+    update(apcd_claim)
+    .where(
+        apcd_claim.c.namespace == bindparam("ns"),
+        apcd_claim.c.claim_id == bindparam("claim"),
+    )
+    .values(
+        version=bindparam("new_version"),
+        digest=bindparam("new_digest"),
+        voided=bindparam("new_voided"),
+        resources=bindparam("new_resources"),
+    )
+)
 _COUNTERS = ("loaded", "rejected", "created", "updated", "unchanged", "deleted", "superseded")
 
 Progress = Callable[[str, int, int], None]  # (file name, lines handled, lines in file)
@@ -103,6 +119,13 @@ class _Unit:
     rows: list[list[str]]
 
 
+@dataclass(frozen=True, slots=True)
+class _ClaimState:
+    version: int
+    digest: str
+    resources: str  # JSON list of "Type/id"
+
+
 @dataclass(slots=True)
 class _Context:
     env: Envelope
@@ -116,6 +139,8 @@ class _Context:
     # resources of first-seen claims, created together at the end of the batch
     bulk: list[Res] | None = None
     bulk_claims: set[str] = field(default_factory=set)
+    # the stored state of the batch's claims (read once per batch, then kept up to date here)
+    claims: dict[str, _ClaimState] = field(default_factory=dict)
     bulk_keys: set[str] = field(default_factory=set)
     pool: ProcessPoolExecutor | None = None
     # bulk chunks sent to the pool for validation, inserted once validated, in order
@@ -290,6 +315,8 @@ class ApcdImporter:
         async with self.repo.transaction() as tx:
             tx.validated = True  # every body is checked here first (check_resource)
             await self._put(tx, ctx, result, *ctx.mapper.payer_organization())
+            if ctx.env.file_type in CLAIM_TYPES:
+                await self._read_claims(tx, ctx, units)
             for unit in units:
                 if careful:
                     try:
@@ -399,6 +426,22 @@ class ApcdImporter:
             return
         await self._claim(tx, ctx, result, unit)
 
+    async def _read_claims(self, tx: WriteSession, ctx: _Context, units: list[_Unit]) -> None:
+        """The stored state of every claim of the batch, in a few statements."""
+        pos = ctx.layout.record(ctx.env.file_type).pos(f"CDL{ctx.env.file_type}005")
+        ids = sorted({row[pos] for unit in units for row in unit.rows})
+        cl = apcd_claim.c
+        ctx.claims = {}
+        for start in range(0, len(ids), _CLAIM_READ_CHUNK):
+            rows = await tx.conn.execute(
+                select(cl.claim_id, cl.version, cl.digest, cl.resources).where(
+                    cl.namespace == ctx.claim_ns,
+                    cl.claim_id.in_(ids[start : start + _CLAIM_READ_CHUNK]),
+                )
+            )
+            for r in rows:
+                ctx.claims[r.claim_id] = _ClaimState(r.version, r.digest, r.resources)
+
     async def _claim(
         self, tx: WriteSession, ctx: _Context, result: FileResult, unit: _Unit
     ) -> None:
@@ -411,23 +454,9 @@ class ApcdImporter:
                 "|".join(v).encode() for v, r in zip(unit.rows, rows, strict=True) if r in latest
             )
         ).hexdigest()
-        cl = apcd_claim.c
-        state = (
-            await tx.conn.execute(
-                select(cl.version, cl.digest, cl.resources).where(
-                    cl.namespace == ctx.claim_ns, cl.claim_id == claim_id
-                )
-            )
-        ).first()
         if claim_id in ctx.bulk_claims:
             await self._flush_bulk(tx, ctx, result)  # the claim is back: store it first
-            state = (
-                await tx.conn.execute(
-                    select(cl.version, cl.digest, cl.resources).where(
-                        cl.namespace == ctx.claim_ns, cl.claim_id == claim_id
-                    )
-                )
-            ).first()
+        state = ctx.claims.get(claim_id)
         if state is not None and state.version > version:
             result.superseded += 1
             return
@@ -455,22 +484,24 @@ class ApcdImporter:
                         result.deleted += 1
                 except NotFound:
                     pass
+        new_state = _ClaimState(version, digest, orjson.dumps(produced).decode())
         values = {
+            "namespace": ctx.claim_ns,
+            "claim_id": claim_id,
             "version": version,
             "digest": digest,
             "voided": picture.void,
-            "resources": orjson.dumps(produced).decode(),
+            "resources": new_state.resources,
         }
         if state is None:
-            await tx.conn.execute(
-                insert(apcd_claim).values(namespace=ctx.claim_ns, claim_id=claim_id, **values)
-            )
+            tx.conn.defer(_INSERT_CLAIM, [values])  # written with the batch's next statement
         else:
             await tx.conn.execute(
-                update(apcd_claim)
-                .where(cl.namespace == ctx.claim_ns, cl.claim_id == claim_id)
-                .values(**values)
+                _UPDATE_CLAIM,
+                {"ns": ctx.claim_ns, "claim": claim_id}
+                | {f"new_{k}": v for k, v in values.items() if k not in ("namespace", "claim_id")},
             )
+        ctx.claims[claim_id] = new_state
 
     async def _flush_bulk(
         self, tx: WriteSession, ctx: _Context, result: FileResult, *, wait: bool = True

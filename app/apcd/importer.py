@@ -27,10 +27,12 @@ Guarantees (issue 5; reliability notes §1.5):
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
@@ -58,6 +60,7 @@ _MEMBER_CACHE_MAX = 200_000
 MAX_ERRORS_KEPT = 10_000
 BULK_MAX = 500  # new resources held for one multi-row insert
 MAX_CLAIM_LINES = 9_999  # the line counter has 4 digits
+_GC_THRESHOLD = 50_000  # allocations between young-generation collections while importing
 _CLAIM_READ_CHUNK = 500  # claim ids per state query
 _INSERT_CLAIM = Prepared(insert(apcd_claim))
 _UPDATE_CLAIM = Prepared(
@@ -205,7 +208,8 @@ class ApcdImporter:
             if workers > 0 and env.record_count - start_after >= self.options.worker_min_lines:
                 ctx.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
         try:
-            await self._run(ctx, result, start_after)
+            with _fewer_collections():
+                await self._run(ctx, result, start_after)
         finally:
             if ctx.pool is not None:
                 ctx.pool.shutdown(wait=True, cancel_futures=True)
@@ -732,6 +736,21 @@ def validate_bodies(blobs: list[bytes]) -> tuple[int, str] | None:
         except Unprocessable as exc:
             return i, exc.issues[0].diagnostics if exc.issues else exc.diagnostics
     return None
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector less often while importing. An import allocates
+    millions of short-lived dicts and lists (mapped resources, index rows) that reference
+    counting frees; with the default threshold (700 allocations) the collector runs every few
+    resources and takes 15-20% of the import's CPU for nothing. Cycles still get collected,
+    every 50,000 allocations."""
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], _GC_THRESHOLD), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def _bulk_add(ctx: _Context, res: Res) -> None:

@@ -19,14 +19,7 @@ from app.errors import Conflict, Forbidden, Invalid, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import validate_resource
 from app.fhir.search.criteria import Criteria
-from app.fhir.search.extract import (
-    date_rows,
-    present_fields,
-    quantity_rows,
-    reference_rows,
-    string_rows,
-    token_rows,
-)
+from app.fhir.search.extract import index_rows
 from app.store import statements as q
 from app.store.base import StoredResource, WriteResult, format_instant
 from app.store.base import new_id as make_id
@@ -486,27 +479,71 @@ class WriteSession:
     ) -> list[tuple[Any, list[dict[str, Any]]]]:
         """(statement, parameter rows) for the index and compartment rows of a resource."""
         out: list[tuple[Any, list[dict[str, Any]]]] = []
-        owner = {"res_type": resource_type, "res_id": resource_id}
-        present = present_fields(body)
-        for statement, columns, rows in (
-            (q.INSERT_TOKEN, ("param", "system", "value"), token_rows(body, present)),
-            (q.INSERT_DATE, ("param", "low", "high"), date_rows(body, present)),
-            (q.INSERT_QUANTITY, ("param", "system", "code", "value"), quantity_rows(body, present)),
-            (
-                q.INSERT_STRING,
-                ("param", "value_normalized", "value_exact"),
-                string_rows(body, present),
-            ),
-            (
-                q.INSERT_REFERENCE,
-                ("param", "target_type", "target_id", "target_url"),
-                reference_rows(body, self.repo.base_url, present),
-            ),
-        ):
-            if rows:
-                out.append(
-                    (statement, [{**owner, **dict(zip(columns, row, strict=True))} for row in rows])
+        t, i = resource_type, resource_id
+        found = index_rows(body, self.repo.base_url)
+        if found.tokens:
+            out.append(
+                (
+                    q.INSERT_TOKEN,
+                    [
+                        {"res_type": t, "res_id": i, "param": p, "system": s, "value": v}
+                        for p, s, v in found.tokens
+                    ],
                 )
+            )
+        if found.dates:
+            out.append(
+                (
+                    q.INSERT_DATE,
+                    [
+                        {"res_type": t, "res_id": i, "param": p, "low": low, "high": high}
+                        for p, low, high in found.dates
+                    ],
+                )
+            )
+        if found.quantities:
+            out.append(
+                (
+                    q.INSERT_QUANTITY,
+                    [
+                        {"res_type": t, "res_id": i, "param": p, "system": s, "code": c, "value": v}
+                        for p, s, c, v in found.quantities
+                    ],
+                )
+            )
+        if found.strings:
+            out.append(
+                (
+                    q.INSERT_STRING,
+                    [
+                        {
+                            "res_type": t,
+                            "res_id": i,
+                            "param": p,
+                            "value_normalized": norm,
+                            "value_exact": exact,
+                        }
+                        for p, norm, exact in found.strings
+                    ],
+                )
+            )
+        if found.references:
+            out.append(
+                (
+                    q.INSERT_REFERENCE,
+                    [
+                        {
+                            "res_type": t,
+                            "res_id": i,
+                            "param": p,
+                            "target_type": tt,
+                            "target_id": ti,
+                            "target_url": tu,
+                        }
+                        for p, tt, ti, tu in found.references
+                    ],
+                )
+            )
         patients = patient_ids_of(body, self.repo.base_url)
         if patients:
             out.append(

@@ -51,6 +51,7 @@ from app.fhir.search.criteria import parse_criteria
 from app.store.base import utc_now_ms
 from app.store.repository import FhirRepository, WriteSession
 from app.store.tables import apcd_claim, apcd_import, apcd_import_error, apcd_member
+from app.store.writes import BulkConflict
 
 __all__ = ["ApcdImporter", "FileResult", "ImportOptions", "LinkRule", "parse_link_rules"]
 
@@ -61,8 +62,9 @@ MAX_ERRORS_KEPT = 10_000
 BULK_MAX = 500  # new resources held for one multi-row insert
 MAX_CLAIM_LINES = 9_999  # the line counter has 4 digits
 _GC_THRESHOLD = 50_000  # allocations between young-generation collections while importing
-_CLAIM_READ_CHUNK = 500  # claim ids per state query
+_STATE_READ_CHUNK = 500  # claim or member ids per state query
 _INSERT_CLAIM = Prepared(insert(apcd_claim))
+_INSERT_MEMBER = Prepared(insert(apcd_member))
 _UPDATE_CLAIM = Prepared(
     update(apcd_claim)
     .where(
@@ -144,6 +146,7 @@ class _Context:
     bulk_claims: set[str] = field(default_factory=set)
     # the stored state of the batch's claims (read once per batch, then kept up to date here)
     claims: dict[str, _ClaimState] = field(default_factory=dict)
+    absent_members: set[str] = field(default_factory=set)  # not in apcd_member at batch start
     bulk_keys: set[str] = field(default_factory=set)
     pool: ProcessPoolExecutor | None = None
     # bulk chunks sent to the pool for validation, inserted once validated, in order
@@ -282,14 +285,15 @@ class ApcdImporter:
             self._dry_run(ctx, result, units, errors)
         else:
             # Fast path: the batch in one transaction without a savepoint per record. A record
-            # whose mapping fails validation rolls the batch back, and the batch is redone with
-            # a savepoint around each record so that only the failing record is skipped.
+            # whose mapping fails validation (or a bulk create that finds an id taken) rolls
+            # the batch back, and the batch is redone with a savepoint around each record and
+            # no bulk creates, so that only the failing record is skipped.
             snapshot = {k: getattr(result, k) for k in _COUNTERS}
             try:
                 await self._write_batch(
                     ctx, result, units, list(errors), checkpoint, final, careful=False
                 )
-            except Unprocessable:
+            except (Unprocessable, BulkConflict):
                 for k, v in snapshot.items():
                     setattr(result, k, v)
                 ctx.pending_members.clear()
@@ -319,8 +323,7 @@ class ApcdImporter:
         async with self.repo.transaction() as tx:
             tx.validated = True  # every body is checked here first (check_resource)
             await self._put(tx, ctx, result, *ctx.mapper.payer_organization())
-            if ctx.env.file_type in CLAIM_TYPES:
-                await self._read_claims(tx, ctx, units)
+            await self._read_states(tx, ctx, units)
             for unit in units:
                 if careful:
                     try:
@@ -430,21 +433,46 @@ class ApcdImporter:
             return
         await self._claim(tx, ctx, result, unit)
 
-    async def _read_claims(self, tx: WriteSession, ctx: _Context, units: list[_Unit]) -> None:
-        """The stored state of every claim of the batch, in a few statements."""
-        pos = ctx.layout.record(ctx.env.file_type).pos(f"CDL{ctx.env.file_type}005")
-        ids = sorted({row[pos] for unit in units for row in unit.rows})
-        cl = apcd_claim.c
+    async def _read_states(self, tx: WriteSession, ctx: _Context, units: list[_Unit]) -> None:
+        """The stored state of every claim and member of the batch, in a few statements
+        (one per 500 ids) instead of one per record."""
+        kind = ctx.env.file_type
+        rl = ctx.layout.record(kind)
         ctx.claims = {}
-        for start in range(0, len(ids), _CLAIM_READ_CHUNK):
+        ctx.absent_members = set()
+        if kind in CLAIM_TYPES:
+            pos = rl.pos(f"CDL{kind}005")
+            ids = sorted({row[pos] for unit in units for row in unit.rows})
+            cl = apcd_claim.c
+            for start in range(0, len(ids), _STATE_READ_CHUNK):
+                rows = await tx.conn.execute(
+                    select(cl.claim_id, cl.version, cl.digest, cl.resources).where(
+                        cl.namespace == ctx.claim_ns,
+                        cl.claim_id.in_(ids[start : start + _STATE_READ_CHUNK]),
+                    )
+                )
+                for r in rows:
+                    ctx.claims[r.claim_id] = _ClaimState(r.version, r.digest, r.resources)
+        if kind not in _MEMBER_FIELD:
+            return
+        pos = rl.pos(_MEMBER_FIELD[kind])
+        namespace = ctx.ns.key
+        ids = {row[pos] for unit in units for row in unit.rows}
+        unknown = sorted(i for i in ids if (namespace, i) not in self._members)
+        m = apcd_member.c
+        for start in range(0, len(unknown), _STATE_READ_CHUNK):
+            chunk = unknown[start : start + _STATE_READ_CHUNK]
             rows = await tx.conn.execute(
-                select(cl.claim_id, cl.version, cl.digest, cl.resources).where(
-                    cl.namespace == ctx.claim_ns,
-                    cl.claim_id.in_(ids[start : start + _CLAIM_READ_CHUNK]),
+                select(m.member_id, m.patient_id, m.linked).where(
+                    m.namespace == namespace, m.member_id.in_(chunk)
                 )
             )
-            for r in rows:
-                ctx.claims[r.claim_id] = _ClaimState(r.version, r.digest, r.resources)
+            found = {r.member_id: (r.patient_id, bool(r.linked)) for r in rows}
+            for member_id in chunk:
+                if member_id in found:  # committed already: safe to keep across batches
+                    self._members[(namespace, member_id)] = found[member_id]
+                else:
+                    ctx.absent_members.add(member_id)
 
     async def _claim(
         self, tx: WriteSession, ctx: _Context, result: FileResult, unit: _Unit
@@ -542,15 +570,14 @@ class ApcdImporter:
         *,
         validated: bool,
     ) -> None:
+        """Create resources that cannot exist yet. The rows are written while the import goes
+        on (create_many(detached=True)); should an id be taken after all (the claim tables
+        lost or restored from an older backup), BulkConflict ends the batch and it is redone
+        record by record, comparing with what is stored."""
         if not validated:
             for _type, _id, body in items:
                 check_resource(body)
-        try:
-            await tx.create_many(items, validated=True)
-        except Conflict:  # some exist after all: one by one, comparing with what is stored
-            for res in items:
-                await self._put(tx, ctx, result, *res)
-            return
+        await tx.create_many(items, validated=True, detached=True)
         result.created += len(items)
 
     async def _member(
@@ -569,13 +596,15 @@ class ApcdImporter:
         if hit is not None:
             return (*hit, False)
         m = apcd_member.c
-        row = (
-            await tx.conn.execute(
-                select(m.patient_id, m.linked).where(
-                    m.namespace == ctx.ns.key, m.member_id == member_id
+        row = None
+        if member_id not in ctx.absent_members:  # not read with the batch's states
+            row = (
+                await tx.conn.execute(
+                    select(m.patient_id, m.linked).where(
+                        m.namespace == ctx.ns.key, m.member_id == member_id
+                    )
                 )
-            )
-        ).first()
+            ).first()
         if row is not None:
             found = (row.patient_id, bool(row.linked))
         else:
@@ -587,13 +616,16 @@ class ApcdImporter:
                 if len(ids) == 1:
                     found = (ids[0], True)
                     break
-            await tx.conn.execute(
-                insert(apcd_member).values(
-                    namespace=ctx.ns.key,
-                    member_id=member_id,
-                    patient_id=found[0],
-                    linked=found[1],
-                )
+            tx.conn.defer(
+                _INSERT_MEMBER,
+                [
+                    {
+                        "namespace": ctx.ns.key,
+                        "member_id": member_id,
+                        "patient_id": found[0],
+                        "linked": found[1],
+                    }
+                ],
             )
             if claim_row is not None and not found[1]:
                 # a claim for a member no eligibility file has described yet

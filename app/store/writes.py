@@ -6,6 +6,7 @@ rows in the same transaction, race-free conditional create) and the access rules
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ import orjson
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from app.db import DbConnection
+from app.db import DbConnection, Prepared, pg_insert_all, pg_insert_all_params
 from app.errors import Conflict, Forbidden, Invalid, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import validate_resource
@@ -29,9 +30,16 @@ from app.store.tables import conditional_key, resource
 if TYPE_CHECKING:
     from app.store.repository import FhirRepository
 
-__all__ = ["WriteSession"]
+__all__ = ["BulkConflict", "WriteSession"]
 
 _MAX_RETRIES = 20
+
+
+class BulkConflict(Exception):
+    """A detached bulk create (WriteSession.create_many(detached=True)) found one of its ids
+    taken. Raised by the session's next statement (or at commit); the transaction can no
+    longer commit and must be rolled back. Deliberately not a Conflict: code that handles a
+    conflict of its own statement must not swallow it."""
 
 
 class _Deferring:
@@ -39,26 +47,49 @@ class _Deferring:
     (history, index and compartment rows) so that a transaction Bundle writes each table's
     rows in one executemany instead of one statement per resource and table. Any other
     statement first writes what is held back, so the transaction always reads its own
-    writes; a savepoint that rolls back drops what was held back inside it."""
+    writes; a savepoint that rolls back drops what was held back inside it.
 
-    def __init__(self, conn: DbConnection) -> None:
+    It also runs at most one detached write (`detach`): on PostgreSQL the rows of a bulk
+    create go to the server as one statement in a background task, and the caller goes on
+    preparing the next ones while the server inserts and indexes; every other use of the
+    connection waits for it first."""
+
+    def __init__(self, conn: DbConnection, is_sqlite: bool) -> None:
         self._conn = conn
+        self._is_sqlite = is_sqlite
         self._pending: dict[Any, list[dict[str, Any]]] = {}
+        self._detached: asyncio.Task[None] | None = None
 
     def defer(self, statement: Any, rows: list[dict[str, Any]]) -> None:
         self._pending.setdefault(statement, []).extend(rows)
 
+    async def settle(self) -> None:
+        """Wait for the detached write, if any; its failure is raised here."""
+        task, self._detached = self._detached, None
+        if task is not None:
+            await task
+
+    async def abandon(self) -> None:
+        """The transaction is being rolled back: let a detached write end, whatever its
+        outcome, so that the rollback does not race it on the connection."""
+        task, self._detached = self._detached, None
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
     async def flush(self) -> None:
+        await self.settle()
         pending, self._pending = self._pending, {}
         for statement, rows in pending.items():
             await self._conn.execute(statement, rows)
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        await self.settle()
         if self._pending:
             await self.flush()
         return await self._conn.execute(statement, parameters)
 
     async def scalar(self, statement: Any, parameters: Any = None) -> Any:
+        await self.settle()
         if self._pending:
             await self.flush()
         return await self._conn.scalar(statement, parameters)
@@ -73,13 +104,45 @@ class _Deferring:
             self._pending = {}  # what was held back inside the savepoint is rolled back too
             raise
 
+    async def insert_all(self, batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> None:
+        """Insert rows into several tables now: one executemany per table on SQLite, one
+        statement for them all on PostgreSQL (pg_insert_all). IntegrityError as the driver
+        raises it."""
+        await self.flush()
+        await self._insert_all(batches)
+
+    async def detach(self, batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> None:
+        """insert_all without waiting for it on PostgreSQL (on SQLite, whose statements run in
+        this thread, there is nothing to overlap: it runs at once). A taken id surfaces as
+        BulkConflict from the next statement, flush or settle."""
+        await self.flush()
+        if self._is_sqlite:
+            await self._insert_detached(batches)
+            return
+        self._detached = asyncio.create_task(self._insert_detached(batches))
+        await asyncio.sleep(0)  # let the task send the statement before the caller goes on
+
+    async def _insert_detached(self, batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> None:
+        try:
+            await self._insert_all(batches)
+        except IntegrityError:
+            raise BulkConflict("a resource id given for a bulk create is already taken") from None
+
+    async def _insert_all(self, batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> None:
+        if self._is_sqlite:
+            for statement, rows in batches:
+                await self._conn.execute(statement, rows)
+            return
+        statements = tuple(statement for statement, _rows in batches)
+        await self._conn.execute(pg_insert_all(statements), pg_insert_all_params(batches))
+
 
 class WriteSession:
     """Writes inside one open transaction (see FhirRepository.transaction)."""
 
     def __init__(self, repo: FhirRepository, conn: DbConnection) -> None:
         self.repo = repo
-        self.conn = _Deferring(conn)
+        self.conn = _Deferring(conn, repo.db.is_sqlite)
         self.now = repo.clock()
         self.validated = False  # True: the caller validated every body it will write
 
@@ -236,15 +299,24 @@ class WriteSession:
         )
 
     async def create_many(
-        self, items: Sequence[tuple[str, str, dict[str, Any]]], *, validated: bool = False
+        self,
+        items: Sequence[tuple[str, str, dict[str, Any]]],
+        *,
+        validated: bool = False,
+        detached: bool = False,
     ) -> list[StoredResource]:
         """Create resources whose ids the caller chose and knows to be unused (bulk loads).
 
         Each resource is checked, validated and indexed as `create` does, but the rows of all
-        of them go in with one multi-row statement per table. If any id is taken, nothing of
-        this call is written and Conflict is raised; the transaction itself stays usable.
+        of them go in with one multi-row statement per table (on PostgreSQL, one statement
+        for all the tables). If any id is taken, nothing of this call is written and Conflict
+        is raised; the transaction itself stays usable.
         `validated=True` is for internal callers that already ran every body through
-        app.fhir.models.validate_resource (in a worker process, say); the policy still applies.
+        app.fhir.models (check_resource or validate_resource); the policy still applies.
+        `detached=True` (bulk loads that redo their whole transaction on failure): the rows
+        are written while the caller goes on (see _Deferring.detach); a taken id then makes
+        the session's next statement raise BulkConflict, after which the transaction must be
+        rolled back.
         """
         statements: dict[Any, list[dict[str, Any]]] = {}
         stored = []
@@ -285,10 +357,13 @@ class WriteSession:
             stored.append(StoredResource(resource_type, resource_id, 1, self.now, content))
         if not stored:
             return stored
+        batches = list(statements.items())
+        if detached:
+            await self.conn.detach(batches)
+            return stored
         try:
             async with self.conn.begin_nested():
-                for statement, rows in statements.items():
-                    await self.conn.execute(statement, rows)
+                await self.conn.insert_all(batches)
         except IntegrityError:
             raise Conflict("a resource id given for a bulk create is already taken") from None
         return stored

@@ -33,7 +33,6 @@ import time
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from functools import cache
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -47,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from app.settings import Settings, async_database_url
 
-__all__ = ["Database", "DbConnection", "Prepared", "pg_insert_all", "pg_insert_all_params"]
+__all__ = ["Database", "DbConnection", "Prepared", "pg_unnest_sql"]
 
 T = TypeVar("T")
 
@@ -517,11 +516,11 @@ class _PgConnection:
 
 
 def _unnest_insert(statement: Any, names: list[str]) -> tuple[Any, list[str]] | None:
-    sql = _unnest_sql(statement, names, "c")
+    sql = pg_unnest_sql(statement, names, "c")
     return None if sql is None else (text(sql), names)
 
 
-def _unnest_sql(statement: Any, names: list[str], prefix: str) -> str | None:
+def pg_unnest_sql(statement: Any, names: list[str], prefix: str) -> str | None:
     """`INSERT INTO t (a, b) SELECT * FROM unnest(CAST(:{prefix}0 AS ...[]), ...)`, or None
     when `statement` is not a plain INSERT of `names` columns."""
     if not isinstance(statement, Insert) or statement._returning or statement._post_values_clause:
@@ -538,31 +537,6 @@ def _unnest_sql(statement: Any, names: list[str], prefix: str) -> str | None:
     casts = ", ".join(f"CAST(:{prefix}{i} AS {array_of(table.c[n])})" for i, n in enumerate(names))
     columns = ", ".join(f'"{table.c[n].name}"' for n in names)
     return f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM unnest({casts})'
-
-
-@cache
-def pg_insert_all(statements: tuple[Prepared, ...]) -> Any:
-    """One PostgreSQL statement that runs each of several plain INSERTs over arrays: the
-    first ones as data-modifying CTEs (`WITH w0 AS (INSERT ...), w1 AS (...) INSERT ...`),
-    so rows for many tables cost one round trip and either all go in or none do. The
-    parameters are named `s{statement}c{column}`; see `pg_insert_all_params`."""
-    parts = []
-    for k, prepared in enumerate(statements):
-        sql = _unnest_sql(prepared.statement, prepared.pg_param_names, f"s{k}c")
-        if sql is None:
-            raise ValueError("pg_insert_all takes plain INSERT statements only")
-        parts.append(sql)
-    ctes = ", ".join(f"w{k} AS ({sql})" for k, sql in enumerate(parts[:-1]))
-    return text(f"WITH {ctes} {parts[-1]}" if ctes else parts[-1])
-
-
-def pg_insert_all_params(batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> dict[str, Any]:
-    """The array parameters of pg_insert_all for the statements of `batches`, in order."""
-    params: dict[str, Any] = {}
-    for k, (prepared, rows) in enumerate(batches):
-        for i, name in enumerate(prepared.pg_param_names):
-            params[f"s{k}c{i}"] = [row[name] for row in rows]
-    return params
 
 
 def _truncate_wal(raw: sqlite3.Connection) -> tuple[int, int, int]:

@@ -3,11 +3,12 @@ small query helpers shared by reads and writes."""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, insert, select, update
+from sqlalchemy import bindparam, delete, exists, insert, select, text, update
 
-from app.db import DbConnection, Prepared
+from app.db import DbConnection, Prepared, pg_unnest_sql
 from app.errors import Gone, NotFound
 from app.store.base import StoredResource, aware
 from app.store.tables import (
@@ -123,6 +124,42 @@ IN_COMPARTMENT = Prepared(
         _rc.res_id == bindparam("rid"),
     )
 )
+
+
+@cache
+def pg_bulk_create(index_statements: tuple[Prepared, ...]) -> Any:
+    """New resources, their history rows and their index rows as ONE PostgreSQL statement
+    (data-modifying CTEs over arrays): one round trip, all or nothing. The history rows are
+    made from the resource rows the first CTE returns, so each body is sent and parsed into
+    JSONB once. Parameters: see pg_bulk_create_params."""
+    h = resource_history.c
+    resource_sql = pg_unnest_sql(INSERT_RESOURCE.statement, INSERT_RESOURCE.pg_param_names, "r")
+    parts = [
+        f"r AS ({resource_sql} RETURNING res_type, res_id, version, last_updated, content)",
+        f'h AS (INSERT INTO "{resource_history.name}" ("{h.res_type.name}", "{h.res_id.name}", '
+        f'"{h.version.name}", "{h.last_updated.name}", "{h.method.name}", "{h.content.name}") '
+        "SELECT res_type, res_id, version, last_updated, 'POST', content FROM r)",
+    ]
+    for k, statement in enumerate(index_statements):
+        sql = pg_unnest_sql(statement.statement, statement.pg_param_names, f"s{k}c")
+        if sql is None:
+            raise ValueError("pg_bulk_create takes plain INSERT statements only")
+        parts.append(f"w{k} AS ({sql})")
+    return text("WITH " + ", ".join(parts) + " SELECT 1")
+
+
+def pg_bulk_create_params(
+    resource_rows: list[dict[str, Any]], index_batches: list[tuple[Prepared, list[dict[str, Any]]]]
+) -> dict[str, Any]:
+    """The arrays for pg_bulk_create(tuple of the batches' statements)."""
+    params = {
+        f"r{i}": [row[name] for row in resource_rows]
+        for i, name in enumerate(INSERT_RESOURCE.pg_param_names)
+    }
+    for k, (statement, rows) in enumerate(index_batches):
+        for i, name in enumerate(statement.pg_param_names):
+            params[f"s{k}c{i}"] = [row[name] for row in rows]
+    return params
 
 
 def key(resource_type: str, resource_id: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from app.db import DbConnection, Prepared, pg_insert_all, pg_insert_all_params
+from app.db import DbConnection, Prepared
 from app.errors import Conflict, Forbidden, Invalid, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import validate_resource
@@ -104,37 +104,39 @@ class _Deferring:
             self._pending = {}  # what was held back inside the savepoint is rolled back too
             raise
 
-    async def insert_all(self, batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> None:
-        """Insert rows into several tables now: one executemany per table on SQLite, one
-        statement for them all on PostgreSQL (pg_insert_all). IntegrityError as the driver
-        raises it."""
+    async def insert_all(self, work: _Inserts) -> None:
+        """Run a bulk insert now: the (statement, rows) batches, one executemany each, on
+        SQLite; the (statement, parameters) of one statement on PostgreSQL. IntegrityError
+        as the driver raises it."""
         await self.flush()
-        await self._insert_all(batches)
+        await self._insert_all(work)
 
-    async def detach(self, batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> None:
+    async def detach(self, work: _Inserts) -> None:
         """insert_all without waiting for it on PostgreSQL (on SQLite, whose statements run in
         this thread, there is nothing to overlap: it runs at once). A taken id surfaces as
         BulkConflict from the next statement, flush or settle."""
         await self.flush()
         if self._is_sqlite:
-            await self._insert_detached(batches)
+            await self._insert_detached(work)
             return
-        self._detached = asyncio.create_task(self._insert_detached(batches))
+        self._detached = asyncio.create_task(self._insert_detached(work))
         await asyncio.sleep(0)  # let the task send the statement before the caller goes on
 
-    async def _insert_detached(self, batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> None:
+    async def _insert_detached(self, work: _Inserts) -> None:
         try:
-            await self._insert_all(batches)
+            await self._insert_all(work)
         except IntegrityError:
             raise BulkConflict("a resource id given for a bulk create is already taken") from None
 
-    async def _insert_all(self, batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> None:
-        if self._is_sqlite:
-            for statement, rows in batches:
+    async def _insert_all(self, work: _Inserts) -> None:
+        if isinstance(work, list):
+            for statement, rows in work:
                 await self._conn.execute(statement, rows)
-            return
-        statements = tuple(statement for statement, _rows in batches)
-        await self._conn.execute(pg_insert_all(statements), pg_insert_all_params(batches))
+        else:
+            await self._conn.execute(*work)
+
+
+_Inserts = list[tuple[Prepared, list[dict[str, Any]]]] | tuple[Any, dict[str, Any]]
 
 
 class WriteSession:
@@ -309,8 +311,8 @@ class WriteSession:
 
         Each resource is checked, validated and indexed as `create` does, but the rows of all
         of them go in with one multi-row statement per table (on PostgreSQL, one statement
-        for all the tables). If any id is taken, nothing of this call is written and Conflict
-        is raised; the transaction itself stays usable.
+        for all the tables: statements.pg_bulk_create). If any id is taken, nothing of this
+        call is written and Conflict is raised; the transaction itself stays usable.
         `validated=True` is for internal callers that already ran every body through
         app.fhir.models (check_resource or validate_resource); the policy still applies.
         `detached=True` (bulk loads that redo their whole transaction on failure): the rows
@@ -318,7 +320,8 @@ class WriteSession:
         the session's next statement raise BulkConflict, after which the transaction must be
         rolled back.
         """
-        statements: dict[Any, list[dict[str, Any]]] = {}
+        resource_rows: list[dict[str, Any]] = []
+        index: dict[Any, list[dict[str, Any]]] = {}
         stored = []
         for resource_type, resource_id, body in items:
             patient = self.repo.policy.restriction(resource_type, "c")
@@ -331,39 +334,45 @@ class WriteSession:
                 self._check_body(resource_type, body)
             self._check_confined(patient, resource_type, body)
             stamped, content = self._stamp(body, resource_id, 1)
-            text = content.decode()
-            statements.setdefault(q.INSERT_RESOURCE, []).append(
+            resource_rows.append(
                 {
                     "res_type": resource_type,
                     "res_id": resource_id,
                     "version": 1,
                     "last_updated": self.now,
                     "deleted": False,
-                    "content": text,
-                }
-            )
-            statements.setdefault(q.INSERT_HISTORY, []).append(
-                {
-                    "res_type": resource_type,
-                    "res_id": resource_id,
-                    "version": 1,
-                    "last_updated": self.now,
-                    "method": "POST",
-                    "content": text,
+                    "content": content.decode(),
                 }
             )
             for statement, rows in self._index_params(resource_type, resource_id, stamped):
-                statements.setdefault(statement, []).extend(rows)
+                index.setdefault(statement, []).extend(rows)
             stored.append(StoredResource(resource_type, resource_id, 1, self.now, content))
         if not stored:
             return stored
-        batches = list(statements.items())
+        batches = list(index.items())
+        work: _Inserts
+        if self.repo.db.is_sqlite:
+            history = [
+                {
+                    "res_type": r["res_type"],
+                    "res_id": r["res_id"],
+                    "version": 1,
+                    "last_updated": self.now,
+                    "method": "POST",
+                    "content": r["content"],
+                }
+                for r in resource_rows
+            ]
+            work = [(q.INSERT_RESOURCE, resource_rows), (q.INSERT_HISTORY, history), *batches]
+        else:
+            statement = q.pg_bulk_create(tuple(s for s, _rows in batches))
+            work = (statement, q.pg_bulk_create_params(resource_rows, batches))
         if detached:
-            await self.conn.detach(batches)
+            await self.conn.detach(work)
             return stored
         try:
             async with self.conn.begin_nested():
-                await self.conn.insert_all(batches)
+                await self.conn.insert_all(work)
         except IntegrityError:
             raise Conflict("a resource id given for a bulk create is already taken") from None
         return stored

@@ -33,11 +33,13 @@ import time
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
-from sqlalchemy import Connection, Insert, create_engine, event, text
+from sqlalchemy import Connection, DateTime, Insert, create_engine, event, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import make_url
@@ -409,9 +411,18 @@ class Prepared:
         self.sql = str(compiled)
         self.param_names = list(compiled.positiontup or [])
         self._binds = [
-            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            _bind_processor(compiled.binds[name].type.dialect_impl(dialect), dialect)
             for name in self.param_names
         ]
+        # the values in parameter order at C speed; then the few that need converting
+        self._values: Callable[[dict[str, Any]], Any] = (
+            itemgetter(*self.param_names)
+            if len(self.param_names) > 1
+            else (lambda v: (v[self.param_names[0]],))
+            if self.param_names
+            else (lambda _v: ())
+        )
+        self._converted = [(i, proc) for i, proc in enumerate(self._binds) if proc is not None]
         pg = statement.compile(dialect=asyncpg_dialect.dialect(), column_keys=column_keys)
         self.pg_sql = str(pg)
         self.pg_param_names = list(pg.positiontup or [])
@@ -432,11 +443,15 @@ class Prepared:
             self._unnest = _unnest_insert(self.statement, self.pg_param_names)
         return self._unnest  # type: ignore[return-value]
 
-    def params(self, values: dict[str, Any]) -> list[Any]:
-        out = []
-        for name, proc in zip(self.param_names, self._binds, strict=True):
-            value = values[name]
-            out.append(proc(value) if proc is not None and value is not None else value)
+    def params(self, values: dict[str, Any]) -> Any:
+        """The parameters in SQLite order (a tuple, or a list when some are converted)."""
+        out = self._values(values)
+        if not self._converted:
+            return out
+        out = list(out)
+        for i, proc in self._converted:
+            if out[i] is not None:
+                out[i] = proc(out[i])
         return out
 
     def row(self, raw: tuple[Any, ...]) -> Any:
@@ -455,6 +470,30 @@ class Prepared:
         except sqlite3.Error as exc:
             raise DBAPIError.instance(self.sql, values, exc, sqlite3.Error) from exc
         return _RawResult(cursor, self)
+
+
+def _bind_processor(type_impl: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    """The type's SQLite bind processor; for date-times one that remembers its recent
+    answers (index rows repeat the same few dates, and every row of a transaction has the
+    same last_updated), since formatting one costs more than the rest of the row."""
+    proc = type_impl.bind_processor(dialect)
+    if proc is None or not isinstance(type_impl, DateTime):
+        return proc
+    known: dict[Any, Any] = {}
+
+    def process(value: Any) -> Any:
+        # equal instants in different offsets are equal datetimes but format differently
+        key = (value, value.utcoffset()) if isinstance(value, datetime) else None
+        if key is None:
+            return proc(value)
+        formatted = known.get(key)
+        if formatted is None:
+            if len(known) >= 4096:
+                known.clear()
+            formatted = known[key] = proc(value)
+        return formatted
+
+    return process
 
 
 class _RawResult:

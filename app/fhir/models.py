@@ -224,7 +224,7 @@ class _Plan:
         self.model = model
         # JSON name -> (repeats, check); check None: an element left to the models
         self.fields: dict[str, tuple[bool, Callable[[Any], bool] | None]] = {}
-        self.required: tuple[str, ...] = ()
+        self.required: frozenset[str] = frozenset()
         self.choices: tuple[tuple[frozenset[str], bool], ...] = ()
         self.resource_type = model.__resource_type__ if model.has_resource_base() else None
 
@@ -239,13 +239,13 @@ class _Plan:
             alias = info.alias or name
             aliases[name] = alias
             repeats, inner = _unwrap(info.annotation)
-            self.fields[alias] = (repeats, _element_check(inner))
+            self.fields[alias] = (repeats, _element_check(inner, self, alias))
             if info.is_required():
                 required.append(alias)
         sample = model.model_construct()
         # primitive elements with a minimum cardinality of 1 (their `_x` form is not accepted)
         required += [aliases[name] for name, _ext in sample.get_required_fields()]
-        self.required = tuple(dict.fromkeys(required))
+        self.required = frozenset(required)
         self.choices = tuple(
             (
                 frozenset(aliases[f] for f in names),
@@ -275,11 +275,10 @@ class _Plan:
                         return False
             elif not check(value):
                 return False
-        for alias in self.required:
-            if alias not in data:
-                return False
+        if not data.keys() >= self.required:
+            return False
         for names, needed in self.choices:
-            present = sum(1 for name in names if name in data)
+            present = len(data.keys() & names)
             if present > 1 or (needed and present == 0):
                 return False
         return True
@@ -308,27 +307,30 @@ def _unwrap(annotation: Any) -> tuple[bool, Any]:
     return False, annotation
 
 
-def _element_check(inner: Any) -> Callable[[Any], bool] | None:
+def _element_check(inner: Any, owner: _Plan, alias: str) -> Callable[[Any], bool] | None:
     if isinstance(inner, type) and issubclass(inner, fhir_types.FhirBase):
         if issubclass(inner, fhir_types.FhirElementOrResourceBase):
             return _contained if inner._model_klass.endswith(".Resource") else None
-        return _LazyCheck(inner)
+        return _LazyCheck(inner, owner, alias)
     return _primitive(inner)
 
 
 class _LazyCheck:
-    """A complex element's check; the class's plan is looked up on first use."""
+    """A complex element's check until first use, when it looks the class's plan up and puts
+    that plan's `fits` in its place in the owner's fields."""
 
-    __slots__ = ("_fhir_type", "_fits")
+    __slots__ = ("_alias", "_fhir_type", "_owner")
 
-    def __init__(self, fhir_type: Any) -> None:
+    def __init__(self, fhir_type: Any, owner: _Plan, alias: str) -> None:
         self._fhir_type = fhir_type
-        self._fits: Callable[[Any], bool] | None = None
+        self._owner = owner
+        self._alias = alias
 
     def __call__(self, value: Any) -> bool:
-        if self._fits is None:
-            self._fits = _plan(self._fhir_type.get_model_klass()).fits
-        return self._fits(value)
+        fits = _plan(self._fhir_type.get_model_klass()).fits
+        repeats, _self = self._owner.fields[self._alias]
+        self._owner.fields[self._alias] = (repeats, fits)
+        return fits(value)
 
 
 def _contained(value: Any) -> bool:

@@ -34,6 +34,7 @@ from collections import namedtuple
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import datetime
+from functools import cache
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -48,7 +49,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from app.settings import Settings, async_database_url
 
-__all__ = ["Database", "DbConnection", "Prepared", "pg_unnest_sql"]
+__all__ = [
+    "Database",
+    "DbConnection",
+    "Prepared",
+    "pg_insert_all",
+    "pg_insert_all_params",
+    "pg_unnest_sql",
+]
 
 T = TypeVar("T")
 
@@ -576,6 +584,30 @@ def pg_unnest_sql(statement: Any, names: list[str], prefix: str) -> str | None:
     casts = ", ".join(f"CAST(:{prefix}{i} AS {array_of(table.c[n])})" for i, n in enumerate(names))
     columns = ", ".join(f'"{table.c[n].name}"' for n in names)
     return f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM unnest({casts})'
+
+
+@cache
+def pg_insert_all(statements: tuple[Prepared, ...]) -> Any:
+    """One PostgreSQL statement that runs several plain INSERTs over arrays, all but the last
+    as data-modifying CTEs: rows for many tables in one round trip, all or none. Parameters
+    `s{statement}c{column}` (pg_insert_all_params); None if one is not a plain INSERT."""
+    parts = []
+    for k, prepared in enumerate(statements):
+        sql = pg_unnest_sql(prepared.statement, prepared.pg_param_names, f"s{k}c")
+        if sql is None:
+            return None
+        parts.append(sql)
+    ctes = ", ".join(f"w{k} AS ({sql})" for k, sql in enumerate(parts[:-1]))
+    return text(f"WITH {ctes} {parts[-1]}" if ctes else parts[-1])
+
+
+def pg_insert_all_params(batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """The arrays of pg_insert_all(tuple of the batches' statements)."""
+    params: dict[str, Any] = {}
+    for k, (prepared, rows) in enumerate(batches):
+        for i, name in enumerate(prepared.pg_param_names):
+            params[f"s{k}c{i}"] = [row[name] for row in rows]
+    return params
 
 
 def _truncate_wal(raw: sqlite3.Connection) -> tuple[int, int, int]:

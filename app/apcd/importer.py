@@ -48,7 +48,7 @@ from app.db import Prepared
 from app.errors import Conflict, Gone, NotFound, Unprocessable
 from app.fhir.models import check_resource
 from app.fhir.search.criteria import parse_criteria
-from app.store.base import utc_now_ms
+from app.store.base import StoredResource, utc_now_ms
 from app.store.repository import FhirRepository, WriteSession
 from app.store.tables import apcd_claim, apcd_import, apcd_import_error, apcd_member
 from app.store.writes import BulkConflict
@@ -502,9 +502,16 @@ class ApcdImporter:
             for res in picture.resources:
                 _bulk_add(ctx, res)
             ctx.bulk_claims.add(claim_id)
-        else:
+        elif state is None:  # record by record (the batch is being redone)
             for res in picture.resources:
-                await self._put(tx, ctx, result, *res, fresh=state is None)
+                await self._put(tx, ctx, result, *res, fresh=True)
+        else:  # a new version of a stored claim: compare with what is stored
+            keys = [(t, i) for t, i, _ in picture.resources]
+            if any(f"{t}/{i}" in ctx.bulk_keys for t, i in keys):
+                await self._flush_bulk(tx, ctx, result)
+            stored = await tx.read_many(keys)
+            for res in picture.resources:
+                await self._put(tx, ctx, result, *res, stored=stored)
         produced = sorted(f"{t}/{i}" for t, i, _ in picture.resources)
         if state is not None:
             for ref in sorted(set(orjson.loads(state.resources)) - set(produced)):
@@ -647,8 +654,10 @@ class ApcdImporter:
         body: dict[str, Any],
         *,
         fresh: bool = False,
+        stored: dict[tuple[str, str], StoredResource] | None = None,
     ) -> None:
-        """Create or update `rtype/rid` unless its stored content is already `body`."""
+        """Create or update `rtype/rid` unless its stored content is already `body`.
+        `stored`: the current versions read beforehand (WriteSession.read_many), if any."""
         if f"{rtype}/{rid}" in ctx.bulk_keys:
             await self._flush_bulk(tx, ctx, result)  # written again in the batch: store it first
         if fresh:
@@ -660,23 +669,32 @@ class ApcdImporter:
             else:
                 result.created += 1
                 return
-        try:
-            current = await tx.read(rtype, rid)
-        except (NotFound, Gone):
-            current = None
+        current: StoredResource | None
+        if stored is not None:
+            current = stored.get((rtype, rid))
+        else:
+            try:
+                current = await tx.read(rtype, rid)
+            except (NotFound, Gone):
+                current = None
         if current is not None and current.content is not None:
-            stored = orjson.loads(current.content)
-            meta = stored.get("meta") or {}
+            content = orjson.loads(current.content)
+            meta = content.get("meta") or {}
             meta.pop("versionId", None)
             meta.pop("lastUpdated", None)
-            stored.pop("id", None)
+            content.pop("id", None)
             if not meta:
-                stored.pop("meta", None)
-            if stored == orjson.loads(orjson.dumps(body)):
+                content.pop("meta", None)
+            if content == orjson.loads(orjson.dumps(body)):
                 result.unchanged += 1
                 return
         check_resource(body)
-        written = await tx.update(rtype, rid, {**body, "id": rid})
+        written = await tx.update(
+            rtype,
+            rid,
+            {**body, "id": rid},
+            known_version=current.version if current is not None else None,
+        )
         if written.created:
             result.created += 1
         else:

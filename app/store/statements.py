@@ -162,6 +162,22 @@ def pg_bulk_create_params(
     return params
 
 
+@cache
+def pg_drop_index(keep_compartment: bool) -> Any:
+    """The index rows (and unless kept, the compartment rows) of one resource, dropped by one
+    PostgreSQL statement (data-modifying CTEs) instead of one per table."""
+    tables = [spidx_token, spidx_reference, spidx_string, spidx_date, spidx_quantity]
+    if not keep_compartment:
+        tables.append(resource_compartment)
+    deletes = [
+        f'DELETE FROM "{t.name}" WHERE "{t.c.res_type.name}" = :rtype '
+        f'AND "{t.c.res_id.name}" = :rid'
+        for t in tables
+    ]
+    ctes = ", ".join(f"d{k} AS ({sql})" for k, sql in enumerate(deletes[:-1]))
+    return text(f"WITH {ctes} {deletes[-1]}")
+
+
 def key(resource_type: str, resource_id: str) -> dict[str, str]:
     return {"rtype": resource_type, "rid": resource_id}
 

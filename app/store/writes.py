@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
-from app.db import DbConnection, Prepared
-from app.errors import Conflict, Forbidden, Invalid, PreconditionFailed
+from app.db import DbConnection, Prepared, pg_insert_all, pg_insert_all_params
+from app.errors import Conflict, Forbidden, Gone, Invalid, NotFound, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import validate_resource
 from app.fhir.search.criteria import Criteria
@@ -79,6 +79,13 @@ class _Deferring:
     async def flush(self) -> None:
         await self.settle()
         pending, self._pending = self._pending, {}
+        if len(pending) > 1 and not self._is_sqlite:
+            # one round trip for all the tables (pg_insert_all) instead of one per table
+            batches = list(pending.items())
+            combined = pg_insert_all(tuple(statement for statement, _rows in batches))
+            if combined is not None:
+                await self._conn.execute(combined, pg_insert_all_params(batches))
+                return
         for statement, rows in pending.items():
             await self._conn.execute(statement, rows)
 
@@ -139,6 +146,11 @@ class _Deferring:
 _Inserts = list[tuple[Prepared, list[dict[str, Any]]]] | tuple[Any, dict[str, Any]]
 
 
+class _Current(NamedTuple):
+    version: int
+    deleted: bool
+
+
 class WriteSession:
     """Writes inside one open transaction (see FhirRepository.transaction)."""
 
@@ -155,6 +167,37 @@ class WriteSession:
     async def read(self, resource_type: str, resource_id: str) -> StoredResource:
         patient = self.repo.policy.restriction(resource_type, "r")
         return await q.read_current(self.conn, resource_type, resource_id, patient)
+
+    async def read_many(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], StoredResource]:
+        """The current versions of several resources, by (type, id); those that do not exist,
+        are deleted, or that the policy does not let the caller read are left out. One
+        statement per 500 keys when the policy does not confine the caller to a compartment,
+        else one read each."""
+        out: dict[tuple[str, str], StoredResource] = {}
+        wanted: list[tuple[str, str]] = []
+        for resource_type, resource_id in dict.fromkeys(keys):
+            try:
+                confined = self.repo.policy.restriction(resource_type, "r")
+            except Forbidden:
+                continue
+            if confined:
+                with suppress(NotFound, Gone):
+                    out[(resource_type, resource_id)] = await self.read(resource_type, resource_id)
+                continue
+            wanted.append((resource_type, resource_id))
+        r = resource.c
+        for start in range(0, len(wanted), 500):
+            rows = await self.conn.execute(
+                select(r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content).where(
+                    tuple_(r.res_type, r.res_id).in_(wanted[start : start + 500])
+                )
+            )
+            for row in rows:
+                if not row.deleted:
+                    out[(row.res_type, row.res_id)] = q.stored_row(row)
+        return out
 
     async def match(self, criteria: Criteria, *, permission: str = "s") -> list[str]:
         """Ids of the live resources matching `criteria` that the policy lets the caller see."""
@@ -224,7 +267,11 @@ class WriteSession:
         body: dict[str, Any],
         *,
         if_match: int | None = None,
+        known_version: int | None = None,
     ) -> WriteResult:
+        """Update (or create) `resource_type/resource_id`. `known_version`: the live version
+        the caller read in this transaction, which saves looking it up; a change since is
+        still caught by the compare-and-set and retried like any other."""
         policy = self.repo.policy
         patient = policy.restriction(resource_type, "u")
         if body.get("id") != resource_id:
@@ -234,9 +281,13 @@ class WriteSession:
         self._check_body(resource_type, body)
         self._check_confined(patient, resource_type, body)
         for _ in range(_MAX_RETRIES):
-            current = (
-                await self.conn.execute(q.CURRENT, q.key(resource_type, resource_id))
-            ).first()
+            if known_version is not None:
+                current: Any = _Current(known_version, False)
+                known_version = None  # once: a retry reads what is there
+            else:
+                current = (
+                    await self.conn.execute(q.CURRENT, q.key(resource_type, resource_id))
+                ).first()
             if current is None:
                 if if_match is not None:
                     raise PreconditionFailed(
@@ -507,7 +558,7 @@ class WriteSession:
         else:
             await self.conn.execute(q.INSERT_RESOURCE, row)
         await self._append_history(resource_type, resource_id, 1, "POST", text)
-        await self._write_index(resource_type, resource_id, stamped, fresh=True)
+        await self._write_index(resource_type, resource_id, stamped)
         return StoredResource(resource_type, resource_id, 1, self.now, content)
 
     async def _replace(
@@ -529,8 +580,11 @@ class WriteSession:
         )
         if done.rowcount != 1:
             return None
+        # the old index rows go first, so that the history row waits with the new index rows
+        # for the next statement (one round trip on PostgreSQL) instead of being sent alone
+        await self._drop_index(resource_type, resource_id, keep_compartment=False)
         await self._append_history(resource_type, resource_id, version, "PUT", text)
-        await self._write_index(resource_type, resource_id, stamped, fresh=False)
+        await self._write_index(resource_type, resource_id, stamped)
         return StoredResource(resource_type, resource_id, version, self.now, content)
 
     async def _append_history(
@@ -551,10 +605,10 @@ class WriteSession:
         )
 
     async def _write_index(
-        self, resource_type: str, resource_id: str, body: dict[str, Any], *, fresh: bool
+        self, resource_type: str, resource_id: str, body: dict[str, Any]
     ) -> None:
-        if not fresh:
-            await self._drop_index(resource_type, resource_id, keep_compartment=False)
+        """Hold the index and compartment rows back for the next statement (the old ones, if
+        any, are already dropped)."""
         for statement, rows in self._index_params(resource_type, resource_id, body):
             self.conn.defer(statement, rows)
 
@@ -645,6 +699,9 @@ class WriteSession:
         self, resource_type: str, resource_id: str, *, keep_compartment: bool
     ) -> None:
         key = q.key(resource_type, resource_id)
+        if not self.repo.db.is_sqlite:  # one round trip
+            await self.conn.execute(q.pg_drop_index(keep_compartment), key)
+            return
         await self.conn.execute(q.DROP_TOKENS, key)
         await self.conn.execute(q.DROP_REFERENCES, key)
         await self.conn.execute(q.DROP_STRINGS, key)

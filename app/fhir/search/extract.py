@@ -379,6 +379,7 @@ def _fits(text: str | None) -> bool:
     return text is None or len(text) <= MAX_TOKEN_CHARS
 
 
+@lru_cache(maxsize=4096)  # the same few references recur across a write's resources
 def _target(ref: str, base_url: str) -> tuple[str | None, str | None, str | None] | None:
     if ref.startswith(("#", "urn:")):
         return None

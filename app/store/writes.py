@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from app.db import DbConnection, Prepared, pg_insert_all, pg_insert_all_params
@@ -189,9 +189,14 @@ class WriteSession:
             wanted.append((resource_type, resource_id))
         r = resource.c
         for start in range(0, len(wanted), 500):
+            by_type: dict[str, list[str]] = {}
+            for resource_type, resource_id in wanted[start : start + 500]:
+                by_type.setdefault(resource_type, []).append(resource_id)
+            # per type `res_type = ? AND res_id IN (...)`, which both backends answer from the
+            # primary key (SQLite scans the table for a row-value IN)
             rows = await self.conn.execute(
                 select(r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content).where(
-                    tuple_(r.res_type, r.res_id).in_(wanted[start : start + 500])
+                    or_(*(and_(r.res_type == t, r.res_id.in_(ids)) for t, ids in by_type.items()))
                 )
             )
             for row in rows:

@@ -41,11 +41,14 @@ import time
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from datetime import datetime
+from functools import cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
-from sqlalchemy import Connection, Insert, create_engine, event, text
+from sqlalchemy import Connection, DateTime, Insert, create_engine, event, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import make_url
@@ -54,7 +57,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from app.settings import Settings, async_database_url
 
-__all__ = ["Database", "DbConnection", "Prepared"]
+__all__ = [
+    "Database",
+    "DbConnection",
+    "Prepared",
+    "pg_insert_all",
+    "pg_insert_all_params",
+    "pg_unnest_sql",
+]
 
 T = TypeVar("T")
 
@@ -465,9 +475,18 @@ class Prepared:
         self.sql = str(compiled)
         self.param_names = list(compiled.positiontup or [])
         self._binds = [
-            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            _bind_processor(compiled.binds[name].type.dialect_impl(dialect), dialect)
             for name in self.param_names
         ]
+        # the values in parameter order at C speed; then the few that need converting
+        self._values: Callable[[dict[str, Any]], Any] = (
+            itemgetter(*self.param_names)
+            if len(self.param_names) > 1
+            else (lambda v: (v[self.param_names[0]],))
+            if self.param_names
+            else (lambda _v: ())
+        )
+        self._converted = [(i, proc) for i, proc in enumerate(self._binds) if proc is not None]
         pg = statement.compile(dialect=asyncpg_dialect.dialect(), column_keys=column_keys)
         self.pg_sql = str(pg)
         self.pg_param_names = list(pg.positiontup or [])
@@ -488,11 +507,15 @@ class Prepared:
             self._unnest = _unnest_insert(self.statement, self.pg_param_names)
         return self._unnest  # type: ignore[return-value]
 
-    def params(self, values: dict[str, Any]) -> list[Any]:
-        out = []
-        for name, proc in zip(self.param_names, self._binds, strict=True):
-            value = values[name]
-            out.append(proc(value) if proc is not None and value is not None else value)
+    def params(self, values: dict[str, Any]) -> Any:
+        """The parameters in SQLite order (a tuple, or a list when some are converted)."""
+        out = self._values(values)
+        if not self._converted:
+            return out
+        out = list(out)
+        for i, proc in self._converted:
+            if out[i] is not None:
+                out[i] = proc(out[i])
         return out
 
     def row(self, raw: tuple[Any, ...]) -> Any:
@@ -511,6 +534,30 @@ class Prepared:
         except sqlite3.Error as exc:
             raise DBAPIError.instance(self.sql, values, exc, sqlite3.Error) from exc
         return _RawResult(cursor, self)
+
+
+def _bind_processor(type_impl: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    """The type's SQLite bind processor; for date-times one that remembers its recent
+    answers (index rows repeat the same few dates, and every row of a transaction has the
+    same last_updated), since formatting one costs more than the rest of the row."""
+    proc = type_impl.bind_processor(dialect)
+    if proc is None or not isinstance(type_impl, DateTime):
+        return proc
+    known: dict[Any, Any] = {}
+
+    def process(value: Any) -> Any:
+        # equal instants in different offsets are equal datetimes but format differently
+        key = (value, value.utcoffset()) if isinstance(value, datetime) else None
+        if key is None:
+            return proc(value)
+        formatted = known.get(key)
+        if formatted is None:
+            if len(known) >= 4096:
+                known.clear()
+            formatted = known[key] = proc(value)
+        return formatted
+
+    return process
 
 
 class _RawResult:
@@ -572,6 +619,13 @@ class _PgConnection:
 
 
 def _unnest_insert(statement: Any, names: list[str]) -> tuple[Any, list[str]] | None:
+    sql = pg_unnest_sql(statement, names, "c")
+    return None if sql is None else (text(sql), names)
+
+
+def pg_unnest_sql(statement: Any, names: list[str], prefix: str) -> str | None:
+    """`INSERT INTO t (a, b) SELECT * FROM unnest(CAST(:{prefix}0 AS ...[]), ...)`, or None
+    when `statement` is not a plain INSERT of `names` columns."""
     if not isinstance(statement, Insert) or statement._returning or statement._post_values_clause:
         return None
     table = statement.table
@@ -583,9 +637,33 @@ def _unnest_insert(statement: Any, names: list[str]) -> tuple[Any, list[str]] | 
         # an array type takes no COLLATE; the column's own collation applies on insert
         return re.sub(r' COLLATE "[^"]*"', "", column.type.compile(dialect=pg)) + "[]"
 
-    casts = ", ".join(f"CAST(:c{i} AS {array_of(table.c[n])})" for i, n in enumerate(names))
+    casts = ", ".join(f"CAST(:{prefix}{i} AS {array_of(table.c[n])})" for i, n in enumerate(names))
     columns = ", ".join(f'"{table.c[n].name}"' for n in names)
-    return text(f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM unnest({casts})'), names
+    return f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM unnest({casts})'
+
+
+@cache
+def pg_insert_all(statements: tuple[Prepared, ...]) -> Any:
+    """One PostgreSQL statement that runs several plain INSERTs over arrays, all but the last
+    as data-modifying CTEs: rows for many tables in one round trip, all or none. Parameters
+    `s{statement}c{column}` (pg_insert_all_params); None if one is not a plain INSERT."""
+    parts = []
+    for k, prepared in enumerate(statements):
+        sql = pg_unnest_sql(prepared.statement, prepared.pg_param_names, f"s{k}c")
+        if sql is None:
+            return None
+        parts.append(sql)
+    ctes = ", ".join(f"w{k} AS ({sql})" for k, sql in enumerate(parts[:-1]))
+    return text(f"WITH {ctes} {parts[-1]}" if ctes else parts[-1])
+
+
+def pg_insert_all_params(batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """The arrays of pg_insert_all(tuple of the batches' statements)."""
+    params: dict[str, Any] = {}
+    for k, (prepared, rows) in enumerate(batches):
+        for i, name in enumerate(prepared.pg_param_names):
+            params[f"s{k}c{i}"] = [row[name] for row in rows]
+    return params
 
 
 class _Checkpointer:

@@ -465,6 +465,35 @@ async def test_a_record_whose_mapping_fails_validation_is_skipped_alone(db, tmp_
     assert len(await stored(db, "Encounter")) == 2  # nothing of C2 is left behind
 
 
+async def test_a_line_the_reader_accepts_but_fhir_does_not_is_rejected_with_its_line(db, tmp_path):
+    """Line counter 0 and -1 pass the CDL `int` check but make EOB.item.sequence, a FHIR
+    positiveInt, invalid: the import's validation (fast path or not) still catches them."""
+    lines = [
+        medical("C1"),
+        medical("C2", line=0),
+        medical("C3"),
+        medical("C4", line=-1),
+        medical("C5"),
+    ]
+    path = cdl_file(tmp_path / "mc.txt", "MC", lines)
+    for dry_run in (True, False):
+        result = await importer(db, dry_run=dry_run).import_file(path)
+        assert (result.loaded, result.rejected) == (3, 2)
+        assert [(e.line, e.field_id) for e in result.errors] == [(3, "-"), (5, "-")]
+        assert all(
+            e.reason.startswith(
+                "mapped resource failed validation: ExplanationOfBenefit.item[0].sequence"
+            )
+            for e in result.errors
+        )
+    assert {e["identifier"][0]["value"] for e in await stored(db, "ExplanationOfBenefit")} == {
+        "C1",
+        "C3",
+        "C5",
+    }
+    assert len(await stored(db, "Encounter")) == 3
+
+
 async def test_import_killed_with_sigkill_resumes_without_duplicates(db, tmp_path):
     """A real kill: the command runs in a child process that gets SIGKILL after its first
     committed batch; the re-run finishes the file and every claim is stored exactly once."""

@@ -10,6 +10,7 @@ from app.errors import Conflict, Forbidden, Unprocessable
 from app.fhir.search.criteria import parse_criteria
 from app.store.repository import FhirRepository
 from app.store.tables import resource, resource_compartment, resource_history
+from app.store.writes import BulkConflict
 from tests import factories
 from tests.conftest import FHIR_BASE
 
@@ -74,3 +75,39 @@ async def test_create_many_validates_and_applies_the_policy(db):
         async with ro.transaction() as tx:
             await tx.create_many([("Patient", "p1", factories.patient())])
     assert await _count(db, resource) == 0
+
+
+async def test_a_detached_create_many_writes_while_the_caller_goes_on(db):
+    repo = FhirRepository(db, policy=FULL, base_url=FHIR_BASE)
+    async with repo.transaction() as tx:
+        await tx.create_many(
+            [("Patient", f"d{n}", factories.patient(f"MRN-D{n}")) for n in range(3)],
+            detached=True,
+        )
+        # the session's next statement sees the rows
+        await tx.create_many([("Observation", "od", factories.observation("d1"))], detached=True)
+        assert (await tx.read("Patient", "d2")).id == "d2"
+    assert await _count(db, resource) == 4
+    assert await _count(db, resource_history) == 4
+    page = await repo.search(parse_criteria("Observation", "patient=Patient/d1"), count=10)
+    assert [r.id for r in page.resources] == ["od"]
+
+
+async def test_a_detached_create_many_with_a_taken_id_fails_the_transaction(db):
+    repo = FhirRepository(db, policy=FULL, base_url=FHIR_BASE)
+    await repo.update("Patient", "p1", {**factories.patient("A"), "id": "p1"}, if_match=None)
+    with pytest.raises(BulkConflict):
+        async with repo.transaction() as tx:
+            await tx.create("Patient", factories.patient("E"))
+            await tx.create_many(
+                [("Patient", "p9", factories.patient("B")), ("Patient", "p1", factories.patient())],
+                detached=True,
+            )
+            await tx.read("Patient", "p1")  # the failure surfaces here, not as a Conflict
+    async with db.read() as conn:
+        ids = sorted(r.res_id for r in await conn.execute(select(resource.c.res_id)))
+    assert ids == ["p1"]  # nothing of the failed transaction is committed
+    with pytest.raises(BulkConflict):  # also when nothing follows: at commit
+        async with repo.transaction() as tx:
+            await tx.create_many([("Patient", "p1", factories.patient())], detached=True)
+    assert await _count(db, resource) == 1

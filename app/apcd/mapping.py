@@ -108,8 +108,8 @@ class Row:
 
     __slots__ = ("v",)
 
-    def __init__(self, rl: RecordLayout, values: list[str]) -> None:
-        self.v = dict(zip((f.field_id[-3:] for f in rl.fields), values, strict=True))
+    def __init__(self, suffixes: tuple[str, ...], values: list[str]) -> None:
+        self.v = dict(zip(suffixes, values, strict=True))
 
     def __getitem__(self, suffix: str) -> str:
         return self.v.get(suffix, "")
@@ -144,9 +144,10 @@ class Mapper:
         self.ns = ns
         self.rl = rl
         self.kind = rl.record_type  # in claim resource ids: MC and PC claim numbers may clash
+        self._suffixes = tuple(f.field_id[-3:] for f in rl.fields)
 
     def row(self, values: list[str]) -> Row:
-        return Row(self.rl, values)
+        return Row(self._suffixes, values)
 
     # ---- shared ------------------------------------------------------------------------------
 

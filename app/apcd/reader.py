@@ -214,6 +214,7 @@ def lines(
     # an "ICD Version Indicator" of 9 switches the ICD-10 checks to ICD-9-CM
     icd_pos = next((i for i, f in enumerate(fields) if f.name == "ICD Version Indicator"), None)
     icd9 = {i: ICD9_FORMATS[f.format] for i, f in enumerate(fields) if f.format in ICD9_FORMATS}
+    required = [i for i, f in enumerate(fields) if f.required]
     with env.path.open("rb") as f:
         for n, (raw, long_line) in enumerate(_physical_lines(f), start=1):
             if n <= after_line or n in skip or not raw.strip():
@@ -240,19 +241,19 @@ def lines(
                     LineError(name, n, type_id, f"record type {kind}, the file is {env.file_type}")
                 )
             coded_icd9 = icd_pos is not None and values[icd_pos] == "9"
-            for i, (f_, v) in enumerate(zip(fields, values, strict=True)):
-                if not v:
-                    if f_.required:
-                        errors.append(LineError(name, n, f_.field_id, "required element is empty"))
-                    continue
+            # most elements are empty: look at the required ones, then at the ones with a value
+            problems = [(i, "required element is empty") for i in required if not values[i]]
+            for i in [i for i, v in enumerate(values) if v]:
+                f_, v = fields[i], values[i]
                 if f_.max_length and len(v) > f_.max_length:
-                    errors.append(
-                        LineError(name, n, f_.field_id, f"longer than {f_.max_length} characters")
-                    )
+                    problems.append((i, f"longer than {f_.max_length} characters"))
                 elif f_.check is not None:
                     reason = icd9[i](v) if coded_icd9 and i in icd9 else f_.check(v)
                     if reason:
-                        errors.append(LineError(name, n, f_.field_id, reason))
+                        problems.append((i, reason))
+            if problems:  # reported in element order
+                problems.sort(key=lambda p: p[0])
+                errors += [LineError(name, n, fields[i].field_id, r) for i, r in problems]
             if paid_pos is not None and not errors:
                 paid = parse_date(values[paid_pos])
                 if paid and not env.period_start <= paid <= env.period_end:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 __all__ = ["PATIENT_COMPARTMENT", "patient_ids_of", "reference_target"]
@@ -88,6 +89,7 @@ PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
 }
 
 
+@lru_cache(maxsize=4096)  # the same few references recur across a write's resources
 def reference_target(reference: str, base_url: str) -> tuple[str, str] | None:
     """`Type/id`, `Type/id/_history/n` or `{base}/Type/id` -> (Type, id); anything else -> None."""
     if reference.startswith(base_url + "/"):

@@ -223,7 +223,11 @@ class FhirRepository:
         and indexing run outside the lock."""
         async with self.db.write(lazy=True) as conn:
             session = WriteSession(self, conn)
-            yield session
+            try:
+                yield session
+            except BaseException:
+                await session.conn.abandon()  # a detached write still on the connection
+                raise
             await session.flush()
 
     async def create(

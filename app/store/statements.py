@@ -3,11 +3,12 @@ small query helpers shared by reads and writes."""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, delete, exists, insert, select, text, update
 
-from app.db import DbConnection, Prepared
+from app.db import DbConnection, Prepared, pg_unnest_sql
 from app.errors import Gone, NotFound
 from app.store.base import StoredResource, aware
 from app.store.tables import (
@@ -125,20 +126,56 @@ IN_COMPARTMENT = Prepared(
 )
 
 
-def _drop_all(*tables: Any) -> Any:
-    """One PostgreSQL statement deleting a resource's rows from each table (data-modifying
-    WITH clauses all run, read or not: https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING)."""
-    clauses = ", ".join(
-        f'd{n} AS (DELETE FROM "{t.name}" WHERE res_type = :rtype AND res_id = :rid)'
-        for n, t in enumerate(tables)
-    )
-    return text(f"WITH {clauses} SELECT 1")
+@cache
+def pg_bulk_create(index_statements: tuple[Prepared, ...]) -> Any:
+    """New resources, their history rows and their index rows as ONE PostgreSQL statement
+    (data-modifying CTEs over arrays): one round trip, all or nothing. The history rows are
+    made from the resource rows the first CTE returns, so each body is sent and parsed into
+    JSONB once. Parameters: see pg_bulk_create_params."""
+    h = resource_history.c
+    resource_sql = pg_unnest_sql(INSERT_RESOURCE.statement, INSERT_RESOURCE.pg_param_names, "r")
+    parts = [
+        f"r AS ({resource_sql} RETURNING res_type, res_id, version, last_updated, content)",
+        f'h AS (INSERT INTO "{resource_history.name}" ("{h.res_type.name}", "{h.res_id.name}", '
+        f'"{h.version.name}", "{h.last_updated.name}", "{h.method.name}", "{h.content.name}") '
+        "SELECT res_type, res_id, version, last_updated, 'POST', content FROM r)",
+    ]
+    for k, statement in enumerate(index_statements):
+        sql = pg_unnest_sql(statement.statement, statement.pg_param_names, f"s{k}c")
+        if sql is None:
+            raise ValueError("pg_bulk_create takes plain INSERT statements only")
+        parts.append(f"w{k} AS ({sql})")
+    return text("WITH " + ", ".join(parts) + " SELECT 1")
 
 
-_INDEX_TABLES = (spidx_token, spidx_reference, spidx_string, spidx_date, spidx_quantity)
-# PostgreSQL: a resource's index rows (and compartment rows) in one round trip instead of six
-PG_DROP_INDEX = _drop_all(*_INDEX_TABLES, resource_compartment)
-PG_DROP_INDEX_KEEP_COMPARTMENT = _drop_all(*_INDEX_TABLES)
+def pg_bulk_create_params(
+    resource_rows: list[dict[str, Any]], index_batches: list[tuple[Prepared, list[dict[str, Any]]]]
+) -> dict[str, Any]:
+    """The arrays for pg_bulk_create(tuple of the batches' statements)."""
+    params = {
+        f"r{i}": [row[name] for row in resource_rows]
+        for i, name in enumerate(INSERT_RESOURCE.pg_param_names)
+    }
+    for k, (statement, rows) in enumerate(index_batches):
+        for i, name in enumerate(statement.pg_param_names):
+            params[f"s{k}c{i}"] = [row[name] for row in rows]
+    return params
+
+
+@cache
+def pg_drop_index(keep_compartment: bool) -> Any:
+    """The index rows (and unless kept, the compartment rows) of one resource, dropped by one
+    PostgreSQL statement (data-modifying CTEs) instead of one per table."""
+    tables = [spidx_token, spidx_reference, spidx_string, spidx_date, spidx_quantity]
+    if not keep_compartment:
+        tables.append(resource_compartment)
+    deletes = [
+        f'DELETE FROM "{t.name}" WHERE "{t.c.res_type.name}" = :rtype '
+        f'AND "{t.c.res_id.name}" = :rid'
+        for t in tables
+    ]
+    ctes = ", ".join(f"d{k} AS ({sql})" for k, sql in enumerate(deletes[:-1]))
+    return text(f"WITH {ctes} {deletes[-1]}")
 
 
 def key(resource_type: str, resource_id: str) -> dict[str, str]:

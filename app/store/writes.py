@@ -6,28 +6,22 @@ rows in the same transaction, race-free conditional create) and the access rules
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-from sqlalchemy import delete, insert, select
+from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from app.db import DbConnection
-from app.errors import Conflict, Forbidden, Invalid, PreconditionFailed
+from app.db import DbConnection, Prepared, pg_insert_all, pg_insert_all_params
+from app.errors import Conflict, Forbidden, Gone, Invalid, NotFound, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
 from app.fhir.models import validate_resource
 from app.fhir.rules import check_rules
 from app.fhir.search.criteria import Criteria
-from app.fhir.search.extract import (
-    date_rows,
-    present_fields,
-    quantity_rows,
-    reference_rows,
-    string_rows,
-    token_rows,
-)
+from app.fhir.search.extract import index_rows
 from app.store import statements as q
 from app.store.base import StoredResource, WriteResult, format_instant
 from app.store.base import new_id as make_id
@@ -37,9 +31,16 @@ from app.store.tables import conditional_key, resource
 if TYPE_CHECKING:
     from app.store.repository import FhirRepository
 
-__all__ = ["WriteSession"]
+__all__ = ["BulkConflict", "WriteSession"]
 
 _MAX_RETRIES = 20
+
+
+class BulkConflict(Exception):
+    """A detached bulk create (WriteSession.create_many(detached=True)) found one of its ids
+    taken. Raised by the session's next statement (or at commit); the transaction can no
+    longer commit and must be rolled back. Deliberately not a Conflict: code that handles a
+    conflict of its own statement must not swallow it."""
 
 
 class _Deferring:
@@ -47,26 +48,56 @@ class _Deferring:
     (history, index and compartment rows) so that a transaction Bundle writes each table's
     rows in one executemany instead of one statement per resource and table. Any other
     statement first writes what is held back, so the transaction always reads its own
-    writes; a savepoint that rolls back drops what was held back inside it."""
+    writes; a savepoint that rolls back drops what was held back inside it.
 
-    def __init__(self, conn: DbConnection) -> None:
+    It also runs at most one detached write (`detach`): on PostgreSQL the rows of a bulk
+    create go to the server as one statement in a background task, and the caller goes on
+    preparing the next ones while the server inserts and indexes; every other use of the
+    connection waits for it first."""
+
+    def __init__(self, conn: DbConnection, is_sqlite: bool) -> None:
         self._conn = conn
+        self._is_sqlite = is_sqlite
         self._pending: dict[Any, list[dict[str, Any]]] = {}
+        self._detached: asyncio.Task[None] | None = None
 
     def defer(self, statement: Any, rows: list[dict[str, Any]]) -> None:
         self._pending.setdefault(statement, []).extend(rows)
 
+    async def settle(self) -> None:
+        """Wait for the detached write, if any; its failure is raised here."""
+        task, self._detached = self._detached, None
+        if task is not None:
+            await task
+
+    async def abandon(self) -> None:
+        """The transaction is being rolled back: let a detached write end, whatever its
+        outcome, so that the rollback does not race it on the connection."""
+        task, self._detached = self._detached, None
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
     async def flush(self) -> None:
+        await self.settle()
         pending, self._pending = self._pending, {}
+        if len(pending) > 1 and not self._is_sqlite:
+            # one round trip for all the tables (pg_insert_all) instead of one per table
+            batches = list(pending.items())
+            combined = pg_insert_all(tuple(statement for statement, _rows in batches))
+            if combined is not None:
+                await self._conn.execute(combined, pg_insert_all_params(batches))
+                return
         for statement, rows in pending.items():
             await self._conn.execute(statement, rows)
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        await self.settle()
         if self._pending:
             await self.flush()
         return await self._conn.execute(statement, parameters)
 
     async def scalar(self, statement: Any, parameters: Any = None) -> Any:
+        await self.settle()
         if self._pending:
             await self.flush()
         return await self._conn.scalar(statement, parameters)
@@ -81,13 +112,52 @@ class _Deferring:
             self._pending = {}  # what was held back inside the savepoint is rolled back too
             raise
 
+    async def insert_all(self, work: _Inserts) -> None:
+        """Run a bulk insert now: the (statement, rows) batches, one executemany each, on
+        SQLite; the (statement, parameters) of one statement on PostgreSQL. IntegrityError
+        as the driver raises it."""
+        await self.flush()
+        await self._insert_all(work)
+
+    async def detach(self, work: _Inserts) -> None:
+        """insert_all without waiting for it on PostgreSQL (on SQLite, whose statements run in
+        this thread, there is nothing to overlap: it runs at once). A taken id surfaces as
+        BulkConflict from the next statement, flush or settle."""
+        await self.flush()
+        if self._is_sqlite:
+            await self._insert_detached(work)
+            return
+        self._detached = asyncio.create_task(self._insert_detached(work))
+        await asyncio.sleep(0)  # let the task send the statement before the caller goes on
+
+    async def _insert_detached(self, work: _Inserts) -> None:
+        try:
+            await self._insert_all(work)
+        except IntegrityError:
+            raise BulkConflict("a resource id given for a bulk create is already taken") from None
+
+    async def _insert_all(self, work: _Inserts) -> None:
+        if isinstance(work, list):
+            for statement, rows in work:
+                await self._conn.execute(statement, rows)
+        else:
+            await self._conn.execute(*work)
+
+
+_Inserts = list[tuple[Prepared, list[dict[str, Any]]]] | tuple[Any, dict[str, Any]]
+
+
+class _Current(NamedTuple):
+    version: int
+    deleted: bool
+
 
 class WriteSession:
     """Writes inside one open transaction (see FhirRepository.transaction)."""
 
     def __init__(self, repo: FhirRepository, conn: DbConnection) -> None:
         self.repo = repo
-        self.conn = _Deferring(conn)
+        self.conn = _Deferring(conn, repo.db.is_sqlite)
         self.now = repo.clock()
         self.validated = False  # True: the caller validated every body it will write
 
@@ -98,6 +168,42 @@ class WriteSession:
     async def read(self, resource_type: str, resource_id: str) -> StoredResource:
         patient = self.repo.policy.restriction(resource_type, "r")
         return await q.read_current(self.conn, resource_type, resource_id, patient)
+
+    async def read_many(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], StoredResource]:
+        """The current versions of several resources, by (type, id); those that do not exist,
+        are deleted, or that the policy does not let the caller read are left out. One
+        statement per 500 keys when the policy does not confine the caller to a compartment,
+        else one read each."""
+        out: dict[tuple[str, str], StoredResource] = {}
+        wanted: list[tuple[str, str]] = []
+        for resource_type, resource_id in dict.fromkeys(keys):
+            try:
+                confined = self.repo.policy.restriction(resource_type, "r")
+            except Forbidden:
+                continue
+            if confined:
+                with suppress(NotFound, Gone):
+                    out[(resource_type, resource_id)] = await self.read(resource_type, resource_id)
+                continue
+            wanted.append((resource_type, resource_id))
+        r = resource.c
+        for start in range(0, len(wanted), 500):
+            by_type: dict[str, list[str]] = {}
+            for resource_type, resource_id in wanted[start : start + 500]:
+                by_type.setdefault(resource_type, []).append(resource_id)
+            # per type `res_type = ? AND res_id IN (...)`, which both backends answer from the
+            # primary key (SQLite scans the table for a row-value IN)
+            rows = await self.conn.execute(
+                select(r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content).where(
+                    or_(*(and_(r.res_type == t, r.res_id.in_(ids)) for t, ids in by_type.items()))
+                )
+            )
+            for row in rows:
+                if not row.deleted:
+                    out[(row.res_type, row.res_id)] = q.stored_row(row)
+        return out
 
     async def match(self, criteria: Criteria, *, permission: str = "s") -> list[str]:
         """Ids of the live resources matching `criteria` that the policy lets the caller see."""
@@ -167,7 +273,11 @@ class WriteSession:
         body: dict[str, Any],
         *,
         if_match: int | None = None,
+        known_version: int | None = None,
     ) -> WriteResult:
+        """Update (or create) `resource_type/resource_id`. `known_version`: the live version
+        the caller read in this transaction, which saves looking it up; a change since is
+        still caught by the compare-and-set and retried like any other."""
         policy = self.repo.policy
         patient = policy.restriction(resource_type, "u")
         if body.get("id") != resource_id:
@@ -177,9 +287,13 @@ class WriteSession:
         self._check_body(resource_type, body)
         self._check_confined(patient, resource_type, body)
         for _ in range(_MAX_RETRIES):
-            current = (
-                await self.conn.execute(q.CURRENT, q.key(resource_type, resource_id))
-            ).first()
+            if known_version is not None:
+                current: Any = _Current(known_version, False)
+                known_version = None  # once: a retry reads what is there
+            else:
+                current = (
+                    await self.conn.execute(q.CURRENT, q.key(resource_type, resource_id))
+                ).first()
             if current is None:
                 if if_match is not None:
                     raise PreconditionFailed(
@@ -244,17 +358,27 @@ class WriteSession:
         )
 
     async def create_many(
-        self, items: Sequence[tuple[str, str, dict[str, Any]]], *, validated: bool = False
+        self,
+        items: Sequence[tuple[str, str, dict[str, Any]]],
+        *,
+        validated: bool = False,
+        detached: bool = False,
     ) -> list[StoredResource]:
         """Create resources whose ids the caller chose and knows to be unused (bulk loads).
 
         Each resource is checked, validated and indexed as `create` does, but the rows of all
-        of them go in with one multi-row statement per table. If any id is taken, nothing of
-        this call is written and Conflict is raised; the transaction itself stays usable.
+        of them go in with one multi-row statement per table (on PostgreSQL, one statement
+        for all the tables: statements.pg_bulk_create). If any id is taken, nothing of this
+        call is written and Conflict is raised; the transaction itself stays usable.
         `validated=True` is for internal callers that already ran every body through
-        app.fhir.models.validate_resource (in a worker process, say); the policy still applies.
+        app.fhir.models (check_resource or validate_resource); the policy still applies.
+        `detached=True` (bulk loads that redo their whole transaction on failure): the rows
+        are written while the caller goes on (see _Deferring.detach); a taken id then makes
+        the session's next statement raise BulkConflict, after which the transaction must be
+        rolled back.
         """
-        statements: dict[Any, list[dict[str, Any]]] = {}
+        resource_rows: list[dict[str, Any]] = []
+        index: dict[Any, list[dict[str, Any]]] = {}
         stored = []
         for resource_type, resource_id, body in items:
             patient = self.repo.policy.restriction(resource_type, "c")
@@ -267,36 +391,45 @@ class WriteSession:
                 self._check_body(resource_type, body)
             self._check_confined(patient, resource_type, body)
             stamped, content = self._stamp(body, resource_id, 1)
-            text = content.decode()
-            statements.setdefault(q.INSERT_RESOURCE, []).append(
+            resource_rows.append(
                 {
                     "res_type": resource_type,
                     "res_id": resource_id,
                     "version": 1,
                     "last_updated": self.now,
                     "deleted": False,
-                    "content": text,
-                }
-            )
-            statements.setdefault(q.INSERT_HISTORY, []).append(
-                {
-                    "res_type": resource_type,
-                    "res_id": resource_id,
-                    "version": 1,
-                    "last_updated": self.now,
-                    "method": "POST",
-                    "content": text,
+                    "content": content.decode(),
                 }
             )
             for statement, rows in self._index_params(resource_type, resource_id, stamped):
-                statements.setdefault(statement, []).extend(rows)
+                index.setdefault(statement, []).extend(rows)
             stored.append(StoredResource(resource_type, resource_id, 1, self.now, content))
         if not stored:
             return stored
+        batches = list(index.items())
+        work: _Inserts
+        if self.repo.db.is_sqlite:
+            history = [
+                {
+                    "res_type": r["res_type"],
+                    "res_id": r["res_id"],
+                    "version": 1,
+                    "last_updated": self.now,
+                    "method": "POST",
+                    "content": r["content"],
+                }
+                for r in resource_rows
+            ]
+            work = [(q.INSERT_RESOURCE, resource_rows), (q.INSERT_HISTORY, history), *batches]
+        else:
+            statement = q.pg_bulk_create(tuple(s for s, _rows in batches))
+            work = (statement, q.pg_bulk_create_params(resource_rows, batches))
+        if detached:
+            await self.conn.detach(work)
+            return stored
         try:
             async with self.conn.begin_nested():
-                for statement, rows in statements.items():
-                    await self.conn.execute(statement, rows)
+                await self.conn.insert_all(work)
         except IntegrityError:
             raise Conflict("a resource id given for a bulk create is already taken") from None
         return stored
@@ -432,7 +565,7 @@ class WriteSession:
         else:
             await self.conn.execute(q.INSERT_RESOURCE, row)
         await self._append_history(resource_type, resource_id, 1, "POST", text)
-        await self._write_index(resource_type, resource_id, stamped, fresh=True)
+        await self._write_index(resource_type, resource_id, stamped)
         return StoredResource(resource_type, resource_id, 1, self.now, content)
 
     async def _replace(
@@ -454,8 +587,11 @@ class WriteSession:
         )
         if done.rowcount != 1:
             return None
+        # the old index rows go first, so that the history row waits with the new index rows
+        # for the next statement (one round trip on PostgreSQL) instead of being sent alone
+        await self._drop_index(resource_type, resource_id, keep_compartment=False)
         await self._append_history(resource_type, resource_id, version, "PUT", text)
-        await self._write_index(resource_type, resource_id, stamped, fresh=False)
+        await self._write_index(resource_type, resource_id, stamped)
         return StoredResource(resource_type, resource_id, version, self.now, content)
 
     async def _append_history(
@@ -476,10 +612,10 @@ class WriteSession:
         )
 
     async def _write_index(
-        self, resource_type: str, resource_id: str, body: dict[str, Any], *, fresh: bool
+        self, resource_type: str, resource_id: str, body: dict[str, Any]
     ) -> None:
-        if not fresh:
-            await self._drop_index(resource_type, resource_id, keep_compartment=False)
+        """Hold the index and compartment rows back for the next statement (the old ones, if
+        any, are already dropped)."""
         for statement, rows in self._index_params(resource_type, resource_id, body):
             self.conn.defer(statement, rows)
 
@@ -488,27 +624,71 @@ class WriteSession:
     ) -> list[tuple[Any, list[dict[str, Any]]]]:
         """(statement, parameter rows) for the index and compartment rows of a resource."""
         out: list[tuple[Any, list[dict[str, Any]]]] = []
-        owner = {"res_type": resource_type, "res_id": resource_id}
-        present = present_fields(body)
-        for statement, columns, rows in (
-            (q.INSERT_TOKEN, ("param", "system", "value"), token_rows(body, present)),
-            (q.INSERT_DATE, ("param", "low", "high"), date_rows(body, present)),
-            (q.INSERT_QUANTITY, ("param", "system", "code", "value"), quantity_rows(body, present)),
-            (
-                q.INSERT_STRING,
-                ("param", "value_normalized", "value_exact"),
-                string_rows(body, present),
-            ),
-            (
-                q.INSERT_REFERENCE,
-                ("param", "target_type", "target_id", "target_url"),
-                reference_rows(body, self.repo.base_url, present),
-            ),
-        ):
-            if rows:
-                out.append(
-                    (statement, [{**owner, **dict(zip(columns, row, strict=True))} for row in rows])
+        t, i = resource_type, resource_id
+        found = index_rows(body, self.repo.base_url)
+        if found.tokens:
+            out.append(
+                (
+                    q.INSERT_TOKEN,
+                    [
+                        {"res_type": t, "res_id": i, "param": p, "system": s, "value": v}
+                        for p, s, v in found.tokens
+                    ],
                 )
+            )
+        if found.dates:
+            out.append(
+                (
+                    q.INSERT_DATE,
+                    [
+                        {"res_type": t, "res_id": i, "param": p, "low": low, "high": high}
+                        for p, low, high in found.dates
+                    ],
+                )
+            )
+        if found.quantities:
+            out.append(
+                (
+                    q.INSERT_QUANTITY,
+                    [
+                        {"res_type": t, "res_id": i, "param": p, "system": s, "code": c, "value": v}
+                        for p, s, c, v in found.quantities
+                    ],
+                )
+            )
+        if found.strings:
+            out.append(
+                (
+                    q.INSERT_STRING,
+                    [
+                        {
+                            "res_type": t,
+                            "res_id": i,
+                            "param": p,
+                            "value_normalized": norm,
+                            "value_exact": exact,
+                        }
+                        for p, norm, exact in found.strings
+                    ],
+                )
+            )
+        if found.references:
+            out.append(
+                (
+                    q.INSERT_REFERENCE,
+                    [
+                        {
+                            "res_type": t,
+                            "res_id": i,
+                            "param": p,
+                            "target_type": tt,
+                            "target_id": ti,
+                            "target_url": tu,
+                        }
+                        for p, tt, ti, tu in found.references
+                    ],
+                )
+            )
         patients = patient_ids_of(body, self.repo.base_url)
         if patients:
             out.append(
@@ -526,9 +706,8 @@ class WriteSession:
         self, resource_type: str, resource_id: str, *, keep_compartment: bool
     ) -> None:
         key = q.key(resource_type, resource_id)
-        if not self.repo.db.is_sqlite:
-            drop = q.PG_DROP_INDEX_KEEP_COMPARTMENT if keep_compartment else q.PG_DROP_INDEX
-            await self.conn.execute(drop, key)
+        if not self.repo.db.is_sqlite:  # one round trip
+            await self.conn.execute(q.pg_drop_index(keep_compartment), key)
             return
         await self.conn.execute(q.DROP_TOKENS, key)
         await self.conn.execute(q.DROP_REFERENCES, key)

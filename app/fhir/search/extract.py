@@ -13,8 +13,9 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from app.fhir.compartments import reference_target
@@ -24,6 +25,8 @@ from app.fhir.search.registry import params_for
 
 __all__ = [
     "MAX_TOKEN_CHARS",
+    "IndexRows",
+    "index_rows",
     "RefRow",
     "TokenRow",
     "DateRow",
@@ -106,17 +109,88 @@ def _first_fields(expression: str) -> frozenset[str] | None:
     return frozenset(fields)
 
 
-def present_fields(resource: dict[str, Any]) -> set[str]:
+def present_fields(resource: dict[str, Any]) -> frozenset[str]:
     """The resource's top-level element names, choice elements also by their stem
     (`valueQuantity` is `value` too). Computed once per resource and handed to the *_rows
     functions, which skip the parameters that read none of them."""
     names = set(resource)
     for key in resource:
-        for i, ch in enumerate(key):
-            if ch.isupper():
-                names.add(key[:i])
-                break
-    return names
+        stem = _stem(key) if isinstance(key, str) else None
+        if stem:
+            names.add(stem)
+    return frozenset(names)
+
+
+@lru_cache(maxsize=4096)
+def _stem(key: str) -> str | None:
+    """`value` for `valueQuantity`: the name before the first capital, if there is one."""
+    for i, ch in enumerate(key):
+        if ch.isupper():
+            return key[:i]
+    return None
+
+
+@lru_cache(maxsize=8192)
+def _applicable(
+    resource_type: str, kind: str, present: frozenset[str]
+) -> tuple[tuple[str, Evaluator], ...]:
+    """The `kind` parameters of the type that read one of the `present` elements (or whose
+    expression is not a plain path): a resource of a given set of elements is indexed by the
+    same parameters as every other of that set, so the filtering is done once per set."""
+    return tuple(
+        (code, evaluate)
+        for code, evaluate, fields in _plans(resource_type, kind)
+        if fields is None or not fields.isdisjoint(present)
+    )
+
+
+@dataclass(slots=True)
+class IndexRows:
+    """Every index row of one resource, by table."""
+
+    tokens: list[TokenRow]
+    dates: list[DateRow]
+    quantities: list[QuantityRow]
+    strings: list[StringRow]
+    references: list[RefRow]
+
+
+def index_rows(resource: dict[str, Any], base_url: str) -> IndexRows:
+    """token_rows, date_rows, quantity_rows, string_rows and reference_rows at once: the
+    elements present are read once, and each token parameter is evaluated once for both its
+    token rows and its `:text` rows."""
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        return IndexRows([], [], [], [], [])
+    present = present_fields(resource)
+    tokens: list[Any] = []
+    texts: list[Any] = []
+    seen_tokens: set[tuple[Any, ...]] = set()
+    seen_texts: set[tuple[Any, ...]] = set()
+    for code, evaluate in _applicable(resource_type, "token", present):
+        text_code = code + ":text"
+        for value in evaluate(resource):
+            for tail in _fitting_tokens(value):
+                row = (code, *tail)
+                if row not in seen_tokens:
+                    seen_tokens.add(row)
+                    tokens.append(row)
+            for tail in _token_texts(value):
+                row = (text_code, *tail)
+                if row not in seen_texts:
+                    seen_texts.add(row)
+                    texts.append(row)
+    tokens += _collect(resource, "uri", _fitting_uris, present=present)
+    strings = _collect(resource, "string", _string_pairs, present=present) + texts
+    quantities = _collect(resource, "quantity", _quantities, present=present)
+    quantities += _collect(resource, "number", _numbers, present=present)
+    return IndexRows(
+        tokens,
+        _collect(resource, "date", value_ranges, present=present),  # type: ignore[arg-type]
+        quantities,  # type: ignore[arg-type]
+        strings,
+        reference_rows(resource, base_url, present),
+    )
 
 
 def token_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
@@ -148,7 +222,7 @@ def _collect(
     kind: str,
     convert: Callable[[Any], Iterable[tuple[Any, ...]]],
     suffix: str = "",
-    present: set[str] | None = None,
+    present: frozenset[str] | None = None,
 ) -> list[tuple[Any, ...]]:
     """(param + suffix, *converted) for every value every `kind` parameter selects, without
     repeats."""
@@ -159,9 +233,7 @@ def _collect(
     seen: set[tuple[Any, ...]] = set()
     if present is None:
         present = present_fields(resource)
-    for code, evaluate, fields in _plans(resource_type, kind):
-        if fields is not None and fields.isdisjoint(present):
-            continue  # nothing it reads is there
+    for code, evaluate in _applicable(resource_type, kind, present):
         for value in evaluate(resource):
             for tail in convert(value):
                 row = (code + suffix, *tail)
@@ -175,7 +247,7 @@ def uri_params(resource_type: str) -> tuple[tuple[str, Evaluator], ...]:
     return _params(resource_type, "uri")
 
 
-def token_rows(resource: dict[str, Any], present: set[str] | None = None) -> list[TokenRow]:
+def token_rows(resource: dict[str, Any], present: frozenset[str] | None = None) -> list[TokenRow]:
     """Token rows, and uri rows too: a uri is matched exactly, like a code with no system, so
     uri parameters share the token table (https://hl7.org/fhir/R4/search.html#uri)."""
     rows = _collect(resource, "token", _fitting_tokens, present=present)
@@ -183,7 +255,7 @@ def token_rows(resource: dict[str, Any], present: set[str] | None = None) -> lis
     return rows  # type: ignore[return-value]
 
 
-def string_rows(resource: dict[str, Any], present: set[str] | None = None) -> list[StringRow]:
+def string_rows(resource: dict[str, Any], present: frozenset[str] | None = None) -> list[StringRow]:
     """String rows, and the display texts of token values as `code:text` rows, which answer
     the token `:text` modifier (https://hl7.org/fhir/R4/search.html#token)."""
     rows = _collect(resource, "string", _string_pairs, present=present)
@@ -205,11 +277,13 @@ def _token_texts(value: Any) -> list[tuple[str, str]]:
     return _string_pairs_of(t for t in texts if isinstance(t, str))
 
 
-def date_rows(resource: dict[str, Any], present: set[str] | None = None) -> list[DateRow]:
+def date_rows(resource: dict[str, Any], present: frozenset[str] | None = None) -> list[DateRow]:
     return _collect(resource, "date", value_ranges, present=present)  # type: ignore[return-value]
 
 
-def quantity_rows(resource: dict[str, Any], present: set[str] | None = None) -> list[QuantityRow]:
+def quantity_rows(
+    resource: dict[str, Any], present: frozenset[str] | None = None
+) -> list[QuantityRow]:
     """Quantity rows (https://hl7.org/fhir/R4/search.html#quantity) and number rows, which are
     quantities without a unit: both are compared by value, so they share one table."""
     rows = _collect(resource, "quantity", _quantities, present=present)
@@ -245,7 +319,7 @@ def _finite(value: Any) -> float | None:
 
 
 def reference_rows(
-    resource: dict[str, Any], base_url: str, present: set[str] | None = None
+    resource: dict[str, Any], base_url: str, present: frozenset[str] | None = None
 ) -> list[RefRow]:
     """(param, target type, target id, url) for every reference the type's parameters select.
     Local references (`Type/id`, with or without `_history`, or under this server's base URL)
@@ -305,6 +379,7 @@ def _fits(text: str | None) -> bool:
     return text is None or len(text) <= MAX_TOKEN_CHARS
 
 
+@lru_cache(maxsize=4096)  # the same few references recur across a write's resources
 def _target(ref: str, base_url: str) -> tuple[str | None, str | None, str | None] | None:
     if ref.startswith(("#", "urn:")):
         return None

@@ -52,6 +52,9 @@ __all__ = [
 PROFILES: tuple[Profile, ...] = (*OTHER_PROFILES, *OBSERVATION_PROFILES)
 BY_SLUG: dict[str, Profile] = {p.slug: p for p in PROFILES}
 _BY_URL: dict[str, Profile] = {p.url: p for p in PROFILES}
+_BY_TYPE: dict[str, tuple[Profile, ...]] = {
+    t: tuple(p for p in PROFILES if p.type == t) for t in {p.type for p in PROFILES}
+}
 
 
 def profile_for(canonical: str) -> Profile | None:
@@ -62,7 +65,7 @@ def profile_for(canonical: str) -> Profile | None:
 
 
 def profiles_of(resource_type: str) -> tuple[Profile, ...]:
-    return tuple(p for p in PROFILES if p.type == resource_type)
+    return _BY_TYPE.get(resource_type, ())
 
 
 def instance_of(resource: dict[str, Any], profile: Profile) -> bool:

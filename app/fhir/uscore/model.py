@@ -105,12 +105,23 @@ def _key_matches(key: str, name: str) -> bool:
 def _children(node: Any, name: str) -> Iterator[Any]:
     if not isinstance(node, dict):
         return
+    if not name.endswith("[x]"):  # one key at most: look it up
+        value = node.get(name, _ABSENT)
+        if value is not _ABSENT:
+            if isinstance(value, list):
+                yield from value
+            else:
+                yield value
+        return
     for key, value in node.items():
         if _key_matches(key, name):
             if isinstance(value, list):
                 yield from value
             else:
                 yield value
+
+
+_ABSENT = object()
 
 
 def values_at(node: Any, path: str) -> list[Any]:
@@ -124,6 +135,8 @@ def values_at(node: Any, path: str) -> list[Any]:
 def _has(node: dict[str, Any], name: str) -> bool:
     """`name` is present: a non-empty value, or (for a primitive) only an extension `_name`
     such as a data-absent-reason (US Core's rule for unknown mandatory data)."""
+    if not name.endswith("[x]"):
+        return any(node.get(k) not in (None, "", [], {}) for k in (name, "_" + name))
     for key, value in node.items():
         bare = key[1:] if key.startswith("_") else key
         if _key_matches(bare, name) and value not in (None, "", [], {}):

@@ -12,8 +12,10 @@ Standalone script (not a pytest test). For each size in --lines it:
    processes, and reads the MC run's wall time and the child's peak RSS (getrusage
    RUSAGE_CHILDREN, i.e. the largest child so far: run one size per invocation if you want
    the figure per size without doubt; the ME import is much smaller than the MC import), the
-   CPU time the MC import used (its validation worker included) and the load average: on a
-   shared machine CPU per line moves less than the wall-clock rate;
+   CPU time the MC import used (its validation worker included), on PostgreSQL also the CPU
+   time of the server processes serving the database (read from /proc every 0.2 s while the
+   import runs, so a few tenths of a second may be missed at the end), and the load average:
+   on a shared machine CPU per line moves less than the wall-clock rate;
 4. prints lines/s (the whole MC command: process start, both reader passes, mapping,
    validation, index rows, commits) and peak RSS, and with --json FILE writes them.
 
@@ -35,6 +37,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +50,49 @@ from app.apcd.synth import write_apcd_files  # noqa: E402
 def _cli() -> list[str]:
     exe = Path(sys.executable).with_name("dxf-bridge")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "app.cli"]
+
+
+class BackendCpu:
+    """CPU seconds used by the PostgreSQL backends serving one database, sampled from /proc
+    (the processes are titled `postgres: ... USER DBNAME HOST(PORT) STATE`)."""
+
+    def __init__(self, dbname: str) -> None:
+        self.dbname = dbname
+        self.seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> BackendCpu:
+        self._sample()  # the backends already there are not the import's
+        self.before = dict(self.seen)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def seconds(self) -> float:
+        return sum(cpu - self.before.get(pid, 0.0) for pid, cpu in self.seen.items())
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            self._sample()
+
+    def _sample(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if not title.startswith("postgres: ") or f" {self.dbname} " not in title:
+                    continue
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            self.seen[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
 
 
 def run_once(lines: int, database_url: str | None, workdir: Path, batch: int) -> dict[str, object]:
@@ -65,15 +111,17 @@ def run_once(lines: int, database_url: str | None, workdir: Path, batch: int) ->
     )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    done = subprocess.run(
-        [*_cli(), "import-apcd", "--no-progress", str(made.files["MC"])],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - t0
+    postgres = url.startswith("postgres")
+    with BackendCpu(url.rsplit("/", 1)[-1].split("?")[0] if postgres else "-") as backend:
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [*_cli(), "import-apcd", "--no-progress", str(made.files["MC"])],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        seconds = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     peak_kib = after.ru_maxrss
@@ -87,8 +135,11 @@ def run_once(lines: int, database_url: str | None, workdir: Path, batch: int) ->
         "peak_rss_mib": round(peak_kib / 1024, 1),
         "cpu_seconds": round(cpu, 1),
         "cpu_ms_per_line": round(1000 * cpu / made.lines["MC"], 2),
+        "server_cpu_ms_per_line": round(1000 * backend.seconds / made.lines["MC"], 2)
+        if postgres
+        else None,
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "validation_workers": os.environ.get("DXF_APCD_VALIDATION_WORKERS", "1"),
+        "validation_workers": os.environ.get("DXF_APCD_VALIDATION_WORKERS", "0"),
         "summary": done.stdout.strip().splitlines()[0],
     }
 
@@ -109,13 +160,15 @@ def main() -> int:
     )
     print(
         f"{'backend':<11}{'MC lines':>10}{'MiB':>7}{'seconds':>9}{'lines/s':>9}"
-        f"{'peak RSS':>10}{'CPU s':>8}{'CPU ms/line':>12}  load 1m before/after"
+        f"{'peak RSS':>10}{'CPU s':>8}{'CPU ms/line':>12}{'server ms/line':>15}"
+        "  load 1m before/after"
     )
     for r in results:
+        server = "-" if r["server_cpu_ms_per_line"] is None else r["server_cpu_ms_per_line"]
         print(
             f"{r['backend']:<11}{r['mc_lines']:>10,}{int(r['mc_bytes']) / 2**20:>7.1f}"
             f"{r['seconds']:>9}{r['lines_per_s']:>9,}{r['peak_rss_mib']:>9}M{r['cpu_seconds']:>8}"
-            f"{r['cpu_ms_per_line']:>12}  {r['load_avg_1m']}"
+            f"{r['cpu_ms_per_line']:>12}{server:>15}  {r['load_avg_1m']}"
         )
         print(f"  {r['summary']}")
     if args.json:

@@ -19,10 +19,15 @@ Standalone script (not a pytest test). For each size in --lines it:
 4. prints lines/s (the whole MC command: process start, both reader passes, mapping,
    validation, index rows, commits) and peak RSS, and with --json FILE writes them.
 
+With --sample-seconds N it also prints, every N seconds while the MC import runs, the
+importer's RSS and peak RSS (/proc VmRSS, VmHWM), the lines committed so far (the journal's
+checkpoint) and the load average: memory must not grow with the file.
+
 Examples:
   .venv/bin/python bench/apcd_bench.py --lines 20000
   .venv/bin/python bench/apcd_bench.py --lines 20000 \
       --database-url postgresql://postgres@127.0.0.1:5432/dxf_apcd_bench
+  .venv/bin/python bench/apcd_bench.py --lines 1000000 --sample-seconds 60 --json big.json
 
 Synthetic data only; nothing leaves the machine.
 """
@@ -30,16 +35,20 @@ Synthetic data only; nothing leaves the machine.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -95,7 +104,40 @@ class BackendCpu:
             self.seen[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
 
 
-def run_once(lines: int, database_url: str | None, workdir: Path, batch: int) -> dict[str, object]:
+def _status_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in KiB; (0, 0) once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0, 0
+    values = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return tuple(int(values.get(k, "0 kB").split()[0]) for k in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
+
+
+def _lines_committed(url: str, import_name: str) -> int | None:
+    """The import's checkpoint line from its journal (apcd_import.lines_done)."""
+    sql = "select max(lines_done) from apcd_import where file_name = $1"
+    try:
+        if url.startswith("sqlite"):
+            with sqlite3.connect(f"file:{url.split(':///', 1)[1]}?mode=ro", uri=True) as conn:
+                row = conn.execute(sql.replace("$1", "?"), (import_name,)).fetchone()
+                return row[0] if row else None
+
+        async def fetch() -> int | None:
+            conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+            try:
+                return await conn.fetchval(sql, import_name)
+            finally:
+                await conn.close()
+
+        return asyncio.run(fetch())
+    except Exception:  # noqa: BLE001 - a sample is best effort
+        return None
+
+
+def run_once(
+    lines: int, database_url: str | None, workdir: Path, batch: int, sample_seconds: float = 0
+) -> dict[str, object]:
     data = workdir / f"data-{lines}"
     made = write_apcd_files(
         data, members=max(10, lines // 20), seed=42, bad_share=0.01, medical_lines=lines
@@ -112,16 +154,35 @@ def run_once(lines: int, database_url: str | None, workdir: Path, batch: int) ->
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_before = os.getloadavg()[0]
     postgres = url.startswith("postgres")
+    samples: list[dict[str, object]] = []
     with BackendCpu(url.rsplit("/", 1)[-1].split("?")[0] if postgres else "-") as backend:
         t0 = time.perf_counter()
-        done = subprocess.run(
+        child = subprocess.Popen(
             [*_cli(), "import-apcd", "--no-progress", str(made.files["MC"])],
             env=env,
-            check=True,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
+        while sample_seconds > 0:
+            try:
+                child.wait(timeout=sample_seconds)
+                break
+            except subprocess.TimeoutExpired:
+                rss, hwm = _status_kib(child.pid)
+                sample = {
+                    "seconds": round(time.perf_counter() - t0),
+                    "lines_committed": _lines_committed(url, made.files["MC"].name),
+                    "rss_mib": round(rss / 1024, 1),
+                    "peak_mib": round(hwm / 1024, 1),
+                    "load_1m": round(os.getloadavg()[0], 2),
+                }
+                samples.append(sample)
+                print(sample, flush=True)
+        stdout, stderr = child.communicate()
         seconds = time.perf_counter() - t0
+        if child.returncode != 0:
+            raise SystemExit(f"import-apcd failed ({child.returncode}): {stderr[-2000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     peak_kib = after.ru_maxrss
@@ -140,7 +201,8 @@ def run_once(lines: int, database_url: str | None, workdir: Path, batch: int) ->
         else None,
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "validation_workers": os.environ.get("DXF_APCD_VALIDATION_WORKERS", "0"),
-        "summary": done.stdout.strip().splitlines()[0],
+        "summary": stdout.strip().splitlines()[0],
+        "samples": samples,
     }
 
 
@@ -150,11 +212,19 @@ def main() -> int:
     parser.add_argument("--database-url", help="an EMPTY PostgreSQL database (default SQLite)")
     parser.add_argument("--batch-lines", type=int, default=2000)
     parser.add_argument("--json", type=Path, help="write the results as JSON")
+    parser.add_argument(
+        "--sample-seconds",
+        type=float,
+        default=0,
+        help="print the importer's RSS and the lines committed this often (default: never)",
+    )
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="apcd-bench-") as tmp:
         for n in args.lines:
-            results.append(run_once(n, args.database_url, Path(tmp), args.batch_lines))
+            results.append(
+                run_once(n, args.database_url, Path(tmp), args.batch_lines, args.sample_seconds)
+            )
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )

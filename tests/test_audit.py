@@ -136,3 +136,62 @@ async def test_a_search_over_several_patients_is_audited_for_each(client, db, au
     read = await client.get(f"/Observation/{obs_id}", headers=auth)
     [row] = [row for row in await _rows(db) if row.request_id == read.headers["x-request-id"]]
     assert row.patient == owner and row.res_id == obs_id
+
+
+def _of(rows, response):
+    return [row for row in rows if row.request_id == response.headers["x-request-id"]]
+
+
+async def test_a_create_or_update_is_audited_once_in_its_own_transaction(client, db, auth, pid):
+    created = await client.post(
+        "/Observation",
+        json=observation(pid),
+        headers={**auth, **FHIR_JSON, "Prefer": "return=minimal"},
+    )
+    assert created.status_code == 201 and not created.content
+    obs_id = created.headers["location"].split("/Observation/")[1].split("/")[0]
+    [row] = _of(await _rows(db), created)
+    # the resource's id and its patient are recorded even though the answer carried neither
+    assert (row.interaction, row.status, row.res_type, row.res_id) == (
+        "create",
+        201,
+        "Observation",
+        obs_id,
+    )
+    assert row.patient == pid and row.action == "C"
+    body = {**observation(pid, value=80.0), "id": obs_id}
+    updated = await client.put(f"/Observation/{obs_id}", json=body, headers={**auth, **FHIR_JSON})
+    [row] = _of(await _rows(db), updated)
+    assert (row.interaction, row.status, row.res_id, row.patient) == ("update", 200, obs_id, pid)
+    made = await client.put(
+        f"/Patient/{pid}-new",
+        json={**patient("mrn-c"), "id": f"{pid}-new"},
+        headers={**auth, **FHIR_JSON},
+    )
+    [row] = _of(await _rows(db), made)
+    assert (made.status_code, row.status, row.patient) == (201, 201, f"{pid}-new")
+
+
+async def test_a_write_whose_audit_row_fails_is_not_committed(client, db, auth, pid, monkeypatch):
+    from app.audit.recorder import AuditRecorder
+
+    def broken(self, entry, patients):
+        raise RuntimeError("audit table unwritable")
+
+    before = (await client.get("/Observation?_summary=count", headers=auth)).json()["total"]
+    monkeypatch.setattr(AuditRecorder, "rows", broken)
+    r = await client.post("/Observation", json=observation(pid), headers={**auth, **FHIR_JSON})
+    assert r.status_code >= 500 and "Location" not in r.headers
+    monkeypatch.undo()
+    after = (await client.get("/Observation?_summary=count", headers=auth)).json()["total"]
+    assert after == before
+
+
+async def test_a_conditional_create_that_writes_nothing_is_audited_by_the_router(
+    client, db, auth, pid
+):
+    headers = {**auth, **FHIR_JSON, "If-None-Exist": "identifier=mrn-a"}
+    r = await client.post("/Patient", json=patient("mrn-a"), headers=headers)
+    assert r.status_code == 200 and r.json()["id"] == pid
+    [row] = _of(await _rows(db), r)
+    assert (row.interaction, row.status, row.patient) == ("create", 200, pid)

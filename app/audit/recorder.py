@@ -31,7 +31,7 @@ from app.db import Database, Prepared
 from app.fhir.compartments import patient_ids_of
 from app.store.tables import audit_event
 
-__all__ = ["AuditEntry", "AuditRecorder", "entry_for_request"]
+__all__ = ["AuditEntry", "AuditRecorder", "InWriteAudit", "entry_for_request"]
 
 # AuditEvent.action: C create, R read, U update, D delete, E execute (search, batch).
 _ACTION = {
@@ -151,14 +151,20 @@ class AuditRecorder:
         """Write the request's audit rows (one transaction); returns the AuditEvent ids.
         `body` is the answer: with no patient context, its resources' patients are recorded.
         Raises when the rows cannot be written."""
-        entries = [entry]
+        patients: list[str] = []
         if entry.patient is None and entry.status < 300 and body:
             patients = await self._patients_in(body)
-            if patients:
-                entries = [replace(entry, patient=p) for p in patients]
-        rows = [self._row(e) for e in entries]
+        rows = self.rows(entry, patients)
         await self._db.execute_alone(_INSERT, rows, wait_for_flush=self._wait_for_flush)
         return [r["event_id"] for r in rows]
+
+    def rows(self, entry: AuditEntry, patients: set[str] | list[str]) -> list[dict[str, object]]:
+        """The audit rows of `entry`: one per patient (the first _MAX_PATIENTS) when it has no
+        patient of its own and `patients` is not empty, else one."""
+        entries = [entry]
+        if entry.patient is None and patients:
+            entries = [replace(entry, patient=p) for p in sorted(patients)[:_MAX_PATIENTS]]
+        return [self._row(e) for e in entries]
 
     async def _patients_in(self, body: bytes) -> list[str]:
         """The ids of the Patients whose compartments hold the resources of an answer.
@@ -200,3 +206,27 @@ class AuditRecorder:
             "purpose": entry.purpose,
             "request_id": entry.request_id,
         }
+
+
+class InWriteAudit:
+    """The audit record of a create or update, written in the write's own transaction
+    (FhirRepository.commit_record): the answer then waits for one commit, not two, and a
+    write is never committed without its record. The status recorded is the one the write's
+    answer carries (201 created, 200 otherwise); `recorded` holds it once the commit is done,
+    and the router writes a record of its own only for an answer with another status (a
+    failure after the commit) or for a request that wrote nothing."""
+
+    def __init__(self, recorder: AuditRecorder, base: AuditEntry) -> None:
+        self._recorder = recorder
+        self._base = base  # the request's entry; status and resource id come from the write
+        self._pending: int | None = None
+        self.recorded: int | None = None
+
+    def rows(self, result: Any, patients: set[str]) -> tuple[Prepared, list[dict[str, object]]]:
+        status = 201 if result.created else 200
+        entry = replace(self._base, status=status, res_id=result.resource.id)
+        self._pending = status
+        return _INSERT, self._recorder.rows(entry, patients)
+
+    def committed(self) -> None:
+        self.recorded = self._pending

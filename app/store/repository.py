@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import and_, or_, select, true
@@ -45,6 +45,7 @@ from app.store.tables import resource, resource_history
 from app.store.writes import WriteSession
 
 __all__ = [
+    "CommitRecord",
     "FhirRepository",
     "HistoryEntry",
     "HistoryPage",
@@ -54,6 +55,17 @@ __all__ = [
     "WriteSession",
     "format_instant",
 ]
+
+
+class CommitRecord(Protocol):
+    """Rows that describe a single-resource write and are written in its transaction (the
+    router's audit record of a create or update: one commit instead of two, and no write
+    without its record). `rows` is called before the commit with the write's result and the
+    Patients whose compartments hold the resource; `committed` after the commit."""
+
+    def rows(self, result: WriteResult, patients: set[str]) -> tuple[Any, list[dict[str, Any]]]: ...
+
+    def committed(self) -> None: ...
 
 
 class FhirRepository:
@@ -71,6 +83,7 @@ class FhirRepository:
         self.policy = policy
         self.base_url = base_url
         self.clock = clock
+        self.commit_record: CommitRecord | None = None
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -221,6 +234,7 @@ class FhirRepository:
         The database's write lock is taken at the first statement (Database.write(lazy=True)):
         creates with server-minted ids hold their rows back until commit, so their validation
         and indexing run outside the lock."""
+        record = None
         async with self.db.write(lazy=True) as conn:
             session = WriteSession(self, conn)
             try:
@@ -228,25 +242,33 @@ class FhirRepository:
             except BaseException:
                 await session.conn.abandon()  # a detached write still on the connection
                 raise
+            if session.result is not None and session.changed and self.commit_record is not None:
+                record = self.commit_record
+                session.conn.defer(*record.rows(session.result, session.patients))
             await session.flush()
+        if record is not None:
+            record.committed()
 
     async def create(
         self, resource_type: str, body: dict[str, Any], *, if_none_exist: Criteria | None = None
     ) -> WriteResult:
         async with self.transaction() as tx:
-            return await tx.create(resource_type, body, if_none_exist=if_none_exist)
+            tx.result = await tx.create(resource_type, body, if_none_exist=if_none_exist)
+            return tx.result
 
     async def update(
         self, resource_type: str, resource_id: str, body: dict[str, Any], *, if_match: int | None
     ) -> WriteResult:
         async with self.transaction() as tx:
-            return await tx.update(resource_type, resource_id, body, if_match=if_match)
+            tx.result = await tx.update(resource_type, resource_id, body, if_match=if_match)
+            return tx.result
 
     async def conditional_update(
         self, criteria: Criteria, body: dict[str, Any], *, if_match: int | None
     ) -> WriteResult:
         async with self.transaction() as tx:
-            return await tx.conditional_update(criteria, body, if_match=if_match)
+            tx.result = await tx.conditional_update(criteria, body, if_match=if_match)
+            return tx.result
 
     async def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
         async with self.transaction() as tx:

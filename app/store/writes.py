@@ -160,6 +160,12 @@ class WriteSession:
         self.conn = _Deferring(conn, repo.db.is_sqlite)
         self.now = repo.clock()
         self.validated = False  # True: the caller validated every body it will write
+        # for FhirRepository's CommitRecord: the single write's result (set by the
+        # repository's one-resource methods), whether anything was written, and the Patients
+        # whose compartments hold what was written
+        self.result: WriteResult | None = None
+        self.changed = False
+        self.patients: set[str] = set()
 
     async def flush(self) -> None:
         """Write what is held back; FhirRepository.transaction calls it before commit."""
@@ -616,6 +622,7 @@ class WriteSession:
     ) -> None:
         """Hold the index and compartment rows back for the next statement (the old ones, if
         any, are already dropped)."""
+        self.changed = True
         for statement, rows in self._index_params(resource_type, resource_id, body):
             self.conn.defer(statement, rows)
 
@@ -690,6 +697,7 @@ class WriteSession:
                 )
             )
         patients = patient_ids_of(body, self.repo.base_url)
+        self.patients |= patients
         if patients:
             out.append(
                 (

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.adapters.base import FEDERATED_HOP_HEADER
 from app.audit import api as audit_api
-from app.audit.recorder import entry_for_request
+from app.audit.recorder import InWriteAudit, entry_for_request
 from app.container import Container
 from app.errors import (
     FhirError,
@@ -283,6 +283,10 @@ async def metadata(request: Request, container: Container) -> Response:
 # ---- the route table -------------------------------------------------------------------------
 
 
+# single-resource writes whose audit record goes into the write's transaction (InWriteAudit)
+_WRITES_AUDITED_IN_WRITE = frozenset({"create", "update"})
+
+
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
     method: str
@@ -361,6 +365,9 @@ class FhirRouter:
     async def _audited(self, scope: Scope, response: Response) -> Response:
         """Record the request in the audit log before answering; no record, no answer (503)."""
         interaction, params, principal = scope["dxf.audit"]
+        in_write: InWriteAudit | None = scope.get("dxf.audit.in_write")
+        if in_write is not None and in_write.recorded == response.status_code:
+            return response  # recorded in the write's own transaction
         entry = entry_for_request(
             scope,
             interaction=interaction,
@@ -398,8 +405,19 @@ class FhirRouter:
             scope["dxf.audit"] = (spec.interaction or method, params, None)
             principal = await container.authenticate(request.headers.get("authorization"))
             scope["dxf.audit"] = (spec.interaction or method, params, principal)
-            ctx = Ctx(request, container, container.repository(principal.policy))
-            return await spec.endpoint(ctx, **params)
+            repo = container.repository(principal.policy)
+            if spec.interaction in _WRITES_AUDITED_IN_WRITE:
+                base = entry_for_request(
+                    scope,
+                    interaction=spec.interaction,
+                    params=params,
+                    principal=principal,
+                    status=0,
+                )
+                repo.commit_record = scope["dxf.audit.in_write"] = InWriteAudit(
+                    container.audit, base
+                )
+            return await spec.endpoint(Ctx(request, container, repo), **params)
         if allowed:
             raise MethodNotAllowed(f"{scope['method']} is not supported on {scope['path']}")
         raise NotFound(f"no FHIR interaction is served at {scope['path']}")

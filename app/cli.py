@@ -619,13 +619,10 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
     if workers == 1:
         uvicorn.run(create_app(settings, container=container), **options)  # type: ignore[arg-type]
     else:
+        from app.serving import serve_workers
+
         # each worker process builds its own app and database engines from DXF_* settings
-        uvicorn.run(
-            "app.main:app_from_environment",
-            factory=True,
-            workers=workers,
-            **options,  # type: ignore[arg-type]
-        )
+        return serve_workers(options, workers)
     return 0
 
 

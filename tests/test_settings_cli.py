@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -148,9 +149,44 @@ def test_serve_with_two_workers(tmp_path):
             for rid in ids:  # new connections: reads land on either worker
                 with httpx.Client(base_url=f"{base}/fhir", timeout=10) as fresh:
                     assert fresh.get(f"/Patient/{rid}", headers=headers).status_code == 200
+        # keep-alive connections opened together are spread over both workers (each accepts
+        # on its own SO_REUSEPORT socket), not all taken by whichever woke first
+        if sys.platform == "linux":
+            clients = [httpx.Client(base_url=base, timeout=10) for _ in range(24)]
+            try:
+                for c in clients:
+                    assert c.get("/healthz").status_code == 200
+                owners = _connection_owners(server.pid, port)
+                assert sum(owners.values()) == 24 and len(owners) == 2, owners
+            finally:
+                for c in clients:
+                    c.close()
     finally:
         server.terminate()
         server.communicate(timeout=30)  # reaps it and closes its stderr pipe
+
+
+def _connection_owners(parent: int, port: int) -> dict[int, int]:
+    """Established server-side connections on 127.0.0.1:`port`, counted per child process of
+    `parent` that holds them (from /proc: the sockets' inodes and the children's open files)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}" and fields[3] == "01":  # local addr, ESTABLISHED
+            inodes.add(fields[9])
+    owners: dict[int, int] = {}
+    for proc_stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(proc_stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid != parent:
+                continue
+            links = [os.readlink(fd) for fd in (proc_stat.parent / "fd").iterdir()]
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended meanwhile
+        held = sum(1 for link in links if link[len("socket:[") : -1] in inodes)
+        if held:
+            owners[int(proc_stat.parent.name)] = held
+    return owners
 
 
 def test_analyze_command_measures_statistics(tmp_path):

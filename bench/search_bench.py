@@ -213,13 +213,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         token = server.run_cli("token", "--scope", "system/*.cruds", "--ttl", "86400")
         gen = Generator(args.seed)
         headers = {"Authorization": f"Bearer {token}", "Content-Type": FHIR_JSON}
-        if not args.existing:
+        if not args.existing and not args.resume_from:
             async with httpx.AsyncClient(base_url=server.base_url, timeout=300.0) as client:
                 r = await client.post("/fhir", json=gen.shared.bundle(), headers=headers)
                 r.raise_for_status()
         facts: list[dict[str, Any]] = []
+        done = 0  # patients in the database (or re-derived) so far
+        if args.resume_from:
+            print(f"re-deriving the {args.resume_from} patients already loaded ...", flush=True)
+            await existing(server.base_url, token, gen, args.resume_from, facts)
+            done = args.resume_from
         for scale in args.scales:
-            todo = scale - len(facts)
+            todo, done = scale - done, scale
             if args.existing:
                 print(f"re-deriving {todo} patients (to {scale}) already loaded ...", flush=True)
                 loaded = await existing(server.base_url, token, gen, todo, facts)
@@ -269,8 +274,20 @@ def main(argv: list[str] | None = None) -> int:
         help="measure a database this script loaded before (same --seed and --scales; give"
         " --database-url, sqlite:////path/bench.db for SQLite) without loading anything",
     )
+    parser.add_argument(
+        "--resume-from",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the database (--database-url) holds the first N patients of this --seed from an"
+        " earlier run: load from there to each of --scales (all above N), and measure",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
+    if args.resume_from and (
+        not args.database_url or args.existing or min(args.scales) <= args.resume_from
+    ):
+        parser.error("--resume-from needs --database-url, scales above it, and no --existing")
     if args.existing and not args.database_url:
         parser.error("--existing needs --database-url")
     results = asyncio.run(main_async(args))

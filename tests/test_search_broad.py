@@ -95,3 +95,31 @@ async def test_sorted_searches_and_id_lists_keep_the_plain_plan(client, auth, pe
     pages, _ = await _walk(client, auth, f"Patient?_id={ids}")
     assert sorted(pages[0]) == sorted(people["all"][:3])
     assert plans == [False]  # _sort never asks the driver; an _id list cannot drive this way
+
+
+def test_a_birth_date_drives_before_a_name_but_a_date_range_does_not():
+    from app.fhir.search.criteria import parse_criteria
+    from app.fhir.search.sql import _driver
+
+    def driver(query: str) -> str:
+        criteria = parse_criteria("Patient", query, require_some=True)
+        return criteria.criteria[_driver(criteria)].param
+
+    # a day of birth dates is a handful of patients; a family name grows with the data
+    assert driver("family=Broad&birthdate=1980-02-29") == "birthdate"
+    assert driver("family=Broad&birthdate=eq1980-02-29,1980-03-01") == "birthdate"
+    assert driver("family=Broad&birthdate=1980") == "family"  # a year is many
+    assert driver("family=Broad&birthdate=ge1980-02-29") == "family"
+    assert driver("identifier=mrn-1&birthdate=1980-02-29") == "identifier"
+
+
+async def test_family_and_birth_date_match_the_same_patients_whichever_drives(
+    client, auth, people, plans
+):
+    pages, _ = await _walk(client, auth, "Patient?family=broad&birthdate=1980-02-29&_count=4")
+    assert [i for page in pages for i in page] == sorted(people["all"])
+    pages, _ = await _walk(client, auth, "Patient?family=broad1&birthdate=1980-02-29")
+    assert pages == [[people["all"][1]]]
+    pages, _ = await _walk(client, auth, "Patient?family=broad&birthdate=1980-03-01")
+    assert pages == [[]]
+    assert plans and all(plans)

@@ -180,6 +180,8 @@ def _rank(criterion: Criterion) -> int:
         return _NEVER_DRIVES
     if criterion.param == "_id":
         return 0
+    if criterion.kind == "date" and _within_a_day(criterion):
+        return 3  # `birthdate=1970-01-01`: a day of dates is few rows, fewer than a name's
     return {
         "reference": 1,
         "token": 2,
@@ -192,6 +194,14 @@ def _rank(criterion: Criterion) -> int:
         "quantity": 6,
         "number": 6,
     }.get(criterion.kind, 5)
+
+
+def _within_a_day(criterion: Criterion) -> bool:
+    """Every value is an equality (`eq`, the default) covering a day or less."""
+    return bool(criterion.values) and all(
+        isinstance(v, DateValue) and v.prefix == "eq" and v.high - v.low <= timedelta(days=1)
+        for v in criterion.values
+    )
 
 
 def criterion_condition(

@@ -71,6 +71,8 @@ T = TypeVar("T")
 _LOCK_WAIT_SECONDS = 30.0  # how long a writer waits for another process's write lock
 _CHECKPOINT_WAIT_MS = 2000  # how long a forced checkpoint waits for older readers
 DEFAULT_WAL_LIMIT_BYTES = 64 * 1024 * 1024
+DEFAULT_SQLITE_CACHE_MB = 0  # 0: SQLite's own default (2 MB a connection)
+DEFAULT_SQLITE_WRITER_CACHE_MB = 64
 CHECKPOINT_AFTER_BYTES = 4 * 1024 * 1024  # SQLite's own default: 1,000 pages of 4 KiB
 _CHECKPOINT_INTERVAL_SECONDS = 0.05
 
@@ -207,6 +209,8 @@ class Database:
         pool_size: int = 10,
         sqlite_synchronous: str = "NORMAL",
         wal_limit_bytes: int = DEFAULT_WAL_LIMIT_BYTES,
+        sqlite_cache_mb: int = DEFAULT_SQLITE_CACHE_MB,
+        sqlite_writer_cache_mb: int = DEFAULT_SQLITE_WRITER_CACHE_MB,
     ) -> None:
         self.url = async_database_url(url)
         self.wal_limit_bytes = wal_limit_bytes
@@ -226,10 +230,26 @@ class Database:
                 max_overflow=pool_size,
                 connect_args={"check_same_thread": False},
                 pool_reset_on_return=None,  # every use ends in an explicit commit or rollback
+                pool_use_lifo=True,  # the connections used most keep their caches warm
             )
-            self._pragmas = _sqlite_pragmas(sqlite_synchronous)
+            self._pragmas = _sqlite_pragmas(sqlite_synchronous, sqlite_cache_mb)
+            self._writer_pragmas = _sqlite_pragmas(sqlite_synchronous, sqlite_writer_cache_mb)
             event.listen(self._sqlite, "connect", self._pragmas)
             event.listen(self._sqlite, "begin", _sqlite_begin)
+            # Write transactions take turns (self._write_lock), so one connection serves them
+            # all (and the audit rows' lone writer gets the same cache). A Bundle's inserts
+            # land on thousands of scattered index pages; SQLite's default 2 MB cache holds
+            # 500, so at a million resources a transaction kept evicting and re-reading them
+            # (docs/configuration.md, DXF_SQLITE_WRITER_CACHE_MB).
+            self._sqlite_writer = create_engine(
+                sync_url,
+                pool_size=1,
+                max_overflow=0,
+                connect_args={"check_same_thread": False},
+                pool_reset_on_return=None,
+            )
+            event.listen(self._sqlite_writer, "connect", self._writer_pragmas)
+            event.listen(self._sqlite_writer, "begin", _sqlite_begin)
             self._write_lock = asyncio.Lock()
             self._point_reader: sqlite3.Connection | None = None
             self._point_path = parsed.database
@@ -255,6 +275,8 @@ class Database:
             pool_size=settings.db_pool_size if pool_size is None else pool_size,
             sqlite_synchronous=settings.sqlite_synchronous,
             wal_limit_bytes=settings.sqlite_wal_limit_mb * 1024 * 1024,
+            sqlite_cache_mb=settings.sqlite_cache_mb,
+            sqlite_writer_cache_mb=settings.sqlite_writer_cache_mb,
         )
 
     @property
@@ -300,7 +322,7 @@ class Database:
             await deferred.finish(None)
             return
         async with self._write_lock:
-            with self._sqlite.connect() as conn:
+            with self._sqlite_writer.connect() as conn:
                 conn.info["begin"] = "BEGIN IMMEDIATE"
                 tx = await self._begin_immediate(conn)
                 try:
@@ -390,7 +412,7 @@ class Database:
                 self._lone_writer = sqlite3.connect(
                     self._point_path, isolation_level=None, check_same_thread=False
                 )
-                self._pragmas(self._lone_writer, None)
+                self._writer_pragmas(self._lone_writer, None)
             raw = self._lone_writer
             deadline = time.monotonic() + _LOCK_WAIT_SECONDS
             delay = 0.001
@@ -455,6 +477,7 @@ class Database:
                 self._point_reader.close()
                 self._point_reader = None
             self._sqlite.dispose()
+            self._sqlite_writer.dispose()
         else:
             await self.engine.dispose()
 
@@ -753,7 +776,9 @@ def _open_point_reader(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
+def _sqlite_pragmas(synchronous: str, cache_mb: int = 0) -> Callable[[Any, Any], None]:
+    sizing = [f"PRAGMA cache_size={-cache_mb * 1024}"] if cache_mb else []  # negative: KiB
+
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _sqlite_begin)
         cur = dbapi_conn.cursor()
@@ -766,6 +791,7 @@ def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
             # a restarted log is cut back to this size, so its size again tells how much has
             # been written since (Database.write wakes the checkpointer past it)
             f"PRAGMA journal_size_limit={CHECKPOINT_AFTER_BYTES}",
+            *sizing,
         ):
             cur.execute(pragma)
         cur.close()

@@ -69,6 +69,7 @@ __all__ = [
 T = TypeVar("T")
 
 _LOCK_WAIT_SECONDS = 30.0  # how long a writer waits for another process's write lock
+_LOCK_RETRY_SECONDS = 0.001  # how often it tries again meanwhile
 _CHECKPOINT_WAIT_MS = 2000  # how long a forced checkpoint waits for older readers
 DEFAULT_WAL_LIMIT_BYTES = 64 * 1024 * 1024
 DEFAULT_SQLITE_CACHE_MB = 0  # 0: SQLite's own default (2 MB a connection)
@@ -233,7 +234,12 @@ class Database:
                 pool_use_lifo=True,  # the connections used most keep their caches warm
             )
             self._pragmas = _sqlite_pragmas(sqlite_synchronous, sqlite_cache_mb)
-            self._writer_pragmas = _sqlite_pragmas(sqlite_synchronous, sqlite_writer_cache_mb)
+            # busy_timeout=0: a writer that finds the lock taken by another process does not
+            # sleep inside SQLite (which blocks the event loop for SQLite's 1-100 ms steps) but
+            # retries from the loop every millisecond or two (_begin_immediate)
+            self._writer_pragmas = _sqlite_pragmas(
+                sqlite_synchronous, sqlite_writer_cache_mb, busy_ms=0
+            )
             event.listen(self._sqlite, "connect", self._pragmas)
             event.listen(self._sqlite, "begin", _sqlite_begin)
             # Write transactions take turns (self._write_lock), so one connection serves them
@@ -415,7 +421,6 @@ class Database:
                 self._writer_pragmas(self._lone_writer, None)
             raw = self._lone_writer
             deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-            delay = 0.001
             while True:
                 try:
                     raw.execute("BEGIN IMMEDIATE")
@@ -426,8 +431,7 @@ class Database:
                         time.monotonic() > deadline
                     ):
                         raise
-                await asyncio.sleep(delay)  # another process is writing
-                delay = min(delay * 2, 0.05)
+                await asyncio.sleep(_LOCK_RETRY_SECONDS)  # another process is writing
             try:
                 statement.run_sqlite(raw, params)
             except BaseException:
@@ -454,15 +458,15 @@ class Database:
 
     async def _begin_immediate(self, conn: Connection) -> Any:
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-        delay = 0.001
         while True:
             try:
                 return conn.begin()
             except OperationalError as exc:
                 if not _is_locked(exc) or time.monotonic() > deadline:
                     raise
-            await asyncio.sleep(delay)  # another process is writing: yield the loop, retry
-            delay = min(delay * 2, 0.05)
+            # another process is writing: yield the loop (its other requests go on) and try
+            # again soon; a failed BEGIN IMMEDIATE costs microseconds, a late one a whole gap
+            await asyncio.sleep(_LOCK_RETRY_SECONDS)
 
     async def dispose(self) -> None:
         if not self.is_sqlite and self._point_pool is not None:
@@ -749,11 +753,12 @@ def _truncate_wal(raw: sqlite3.Connection) -> tuple[int, int, int]:
     """PRAGMA wal_checkpoint(TRUNCATE) with a longer busy wait than ordinary statements get;
     (busy, log frames, frames copied). busy=1: a reader or another process's writer outlasted
     the wait; the next commit over the limit tries again."""
+    before = raw.execute("PRAGMA busy_timeout").fetchone()[0]
     raw.execute(f"PRAGMA busy_timeout={_CHECKPOINT_WAIT_MS}")
     try:
         row = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     finally:
-        raw.execute("PRAGMA busy_timeout=100")
+        raw.execute(f"PRAGMA busy_timeout={int(before)}")
     return (int(row[0]), int(row[1]), int(row[2])) if row else (1, -1, -1)
 
 
@@ -776,7 +781,9 @@ def _open_point_reader(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _sqlite_pragmas(synchronous: str, cache_mb: int = 0) -> Callable[[Any, Any], None]:
+def _sqlite_pragmas(
+    synchronous: str, cache_mb: int = 0, *, busy_ms: int = 100
+) -> Callable[[Any, Any], None]:
     sizing = [f"PRAGMA cache_size={-cache_mb * 1024}"] if cache_mb else []  # negative: KiB
 
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -785,7 +792,7 @@ def _sqlite_pragmas(synchronous: str, cache_mb: int = 0) -> Callable[[Any, Any],
         for pragma in (
             "PRAGMA journal_mode=WAL",
             f"PRAGMA synchronous={synchronous}",
-            "PRAGMA busy_timeout=100",  # short: longer waits happen in Database._begin_immediate
+            f"PRAGMA busy_timeout={busy_ms}",  # longer waits happen in _begin_immediate
             "PRAGMA foreign_keys=ON",
             "PRAGMA wal_autocheckpoint=0",  # checkpoints run in _Checkpointer, not in commits
             # a restarted log is cut back to this size, so its size again tells how much has

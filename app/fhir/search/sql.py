@@ -347,7 +347,9 @@ def _reference(col: Any, v: RefValue) -> ColumnElement[bool]:
 
 def _date(col: Any, v: DateValue) -> ColumnElement[bool]:
     """https://hl7.org/fhir/R4/search.html#prefix, over half-open ranges [low, high)."""
-    within = and_(col.low >= v.low, col.high <= v.high)
+    # `low < v.high` follows from the other two (every range has low < high), but it bounds
+    # the scan of the (param, low, high) index to the value's own span
+    within = and_(col.low >= v.low, col.low < v.high, col.high <= v.high)
     match v.prefix:
         case "eq":
             return within

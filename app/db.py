@@ -73,7 +73,7 @@ _LOCK_RETRY_SECONDS = 0.001  # how often it tries again meanwhile
 _CHECKPOINT_WAIT_MS = 2000  # how long a forced checkpoint waits for older readers
 DEFAULT_WAL_LIMIT_BYTES = 64 * 1024 * 1024
 DEFAULT_SQLITE_CACHE_MB = 0  # 0: SQLite's own default (2 MB a connection)
-DEFAULT_SQLITE_WRITER_CACHE_MB = 64
+DEFAULT_SQLITE_WRITER_CACHE_MB = 0  # 0: SQLite's own default
 CHECKPOINT_AFTER_BYTES = 4 * 1024 * 1024  # SQLite's own default: 1,000 pages of 4 KiB
 _CHECKPOINT_INTERVAL_SECONDS = 0.05
 
@@ -243,10 +243,8 @@ class Database:
             event.listen(self._sqlite, "connect", self._pragmas)
             event.listen(self._sqlite, "begin", _sqlite_begin)
             # Write transactions take turns (self._write_lock), so one connection serves them
-            # all (and the audit rows' lone writer gets the same cache). A Bundle's inserts
-            # land on thousands of scattered index pages; SQLite's default 2 MB cache holds
-            # 500, so at a million resources a transaction kept evicting and re-reading them
-            # (docs/configuration.md, DXF_SQLITE_WRITER_CACHE_MB).
+            # all, with its own cache size (DXF_SQLITE_WRITER_CACHE_MB; the audit rows' lone
+            # writer gets the same).
             self._sqlite_writer = create_engine(
                 sync_url,
                 pool_size=1,

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     sqlite_wal_limit_mb: int = Field(default=64, ge=0)
     sqlite_cache_mb: int = Field(default=0, ge=0, le=65536)
-    sqlite_writer_cache_mb: int = Field(default=64, ge=0, le=65536)
+    sqlite_writer_cache_mb: int = Field(default=0, ge=0, le=65536)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # SMART authorization server (app/auth/): lifetimes, client JWKS caching, revocation
     backend_token_ttl_seconds: int = Field(default=300, ge=30, le=3600)

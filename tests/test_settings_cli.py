@@ -161,9 +161,78 @@ def test_serve_with_two_workers(tmp_path):
             finally:
                 for c in clients:
                     c.close()
+            # SIGTERM stops the workers too, and the serving process exits cleanly
+            workers = _children(server.pid)
+            assert len(workers) == 2
+            server.terminate()
+            assert server.wait(timeout=60) == 0
+            assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
     finally:
         server.terminate()
         server.communicate(timeout=30)  # reaps it and closes its stderr pipe
+
+
+def test_a_worker_that_dies_at_start_stops_the_server(tmp_path):
+    """A worker that dies within seconds of starting (a broken deployment) is not restarted
+    in a loop: the serving process stops the other workers and exits 1."""
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    if sys.platform != "linux":
+        pytest.skip("reads /proc")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "DXF_DATABASE_URL": f"sqlite:///{tmp_path}/d.db",
+        "DXF_SIGNING_KEY_FILE": str(tmp_path / "key.json"),
+        "DXF_LOG_LEVEL": "WARNING",
+    }
+    cli = [sys.executable, "-m", "app.cli"]
+    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    server = subprocess.Popen(
+        [*cli, "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # poll until both workers run (bounded; not a synchronisation sleep)
+            workers = _children(server.pid)
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
+            except httpx.TransportError:
+                ready = 0
+            if ready == 200 and len(workers) == 2:
+                break
+            assert server.poll() is None and time.monotonic() < deadline, "no start"
+            time.sleep(0.1)
+        os.kill(workers[0], signal.SIGKILL)
+        assert server.wait(timeout=60) == 1
+        assert not Path(f"/proc/{workers[1]}").exists()
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+
+
+def _children(parent: int) -> list[int]:
+    """The live worker processes (multiprocessing spawns; not its resource tracker) whose
+    parent is `parent`, from /proc, in pid order."""
+    found = []
+    for proc_stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = proc_stat.read_text().rsplit(")", 1)[1].split()
+            command = (proc_stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z" and b"spawn_main" in command:
+            found.append(int(proc_stat.parent.name))
+    return sorted(found)
 
 
 def _connection_owners(parent: int, port: int) -> dict[int, int]:

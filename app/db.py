@@ -197,9 +197,24 @@ def _raw_jsonb_codec(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.run_async(_install_raw_jsonb)
 
 
-def _is_locked(exc: OperationalError) -> bool:
-    text = str(exc.orig).lower()
+def _is_locked(exc: Exception) -> bool:
+    """A SQLite "database is locked/busy" error, raw or wrapped by SQLAlchemy."""
+    text = str(getattr(exc, "orig", exc)).lower()
     return "locked" in text or "busy" in text
+
+
+async def _when_unlocked(begin: Callable[[], T]) -> T:
+    """`begin()` (a BEGIN IMMEDIATE) once no other process holds SQLite's write lock: while
+    one does, yield the loop (its other requests go on) and try again soon; a failed BEGIN
+    IMMEDIATE costs microseconds, a late one a whole gap. Gives up after _LOCK_WAIT_SECONDS."""
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return begin()
+        except (OperationalError, sqlite3.OperationalError) as exc:
+            if not _is_locked(exc) or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(_LOCK_RETRY_SECONDS)
 
 
 class Database:
@@ -236,7 +251,7 @@ class Database:
             self._pragmas = _sqlite_pragmas(sqlite_synchronous, sqlite_cache_mb)
             # busy_timeout=0: a writer that finds the lock taken by another process does not
             # sleep inside SQLite (which blocks the event loop for SQLite's 1-100 ms steps) but
-            # retries from the loop every millisecond or two (_begin_immediate)
+            # retries from the loop every millisecond (_when_unlocked)
             self._writer_pragmas = _sqlite_pragmas(
                 sqlite_synchronous, sqlite_writer_cache_mb, busy_ms=0
             )
@@ -328,7 +343,7 @@ class Database:
         async with self._write_lock:
             with self._sqlite_writer.connect() as conn:
                 conn.info["begin"] = "BEGIN IMMEDIATE"
-                tx = await self._begin_immediate(conn)
+                tx = await _when_unlocked(conn.begin)
                 try:
                     yield _LoopConnection(conn)
                 except BaseException:
@@ -418,18 +433,7 @@ class Database:
                 )
                 self._writer_pragmas(self._lone_writer, None)
             raw = self._lone_writer
-            deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-            while True:
-                try:
-                    raw.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as exc:
-                    text_ = str(exc).lower()
-                    if ("locked" not in text_ and "busy" not in text_) or (
-                        time.monotonic() > deadline
-                    ):
-                        raise
-                await asyncio.sleep(_LOCK_RETRY_SECONDS)  # another process is writing
+            await _when_unlocked(lambda: raw.execute("BEGIN IMMEDIATE"))
             try:
                 statement.run_sqlite(raw, params)
             except BaseException:
@@ -453,18 +457,6 @@ class Database:
                         init=_install_raw_jsonb,
                     )
         return self._point_pool
-
-    async def _begin_immediate(self, conn: Connection) -> Any:
-        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-        while True:
-            try:
-                return conn.begin()
-            except OperationalError as exc:
-                if not _is_locked(exc) or time.monotonic() > deadline:
-                    raise
-            # another process is writing: yield the loop (its other requests go on) and try
-            # again soon; a failed BEGIN IMMEDIATE costs microseconds, a late one a whole gap
-            await asyncio.sleep(_LOCK_RETRY_SECONDS)
 
     async def dispose(self) -> None:
         if not self.is_sqlite and self._point_pool is not None:
@@ -790,7 +782,7 @@ def _sqlite_pragmas(
         for pragma in (
             "PRAGMA journal_mode=WAL",
             f"PRAGMA synchronous={synchronous}",
-            f"PRAGMA busy_timeout={busy_ms}",  # longer waits happen in _begin_immediate
+            f"PRAGMA busy_timeout={busy_ms}",  # longer waits happen in _when_unlocked
             "PRAGMA foreign_keys=ON",
             "PRAGMA wal_autocheckpoint=0",  # checkpoints run in _Checkpointer, not in commits
             # a restarted log is cut back to this size, so its size again tells how much has

@@ -95,30 +95,13 @@ def test_page_size_settings_are_consistent():
 def test_serve_with_two_workers(tmp_path):
     """`serve --workers 2`: both processes serve the same database and signing key, so a
     resource written through one is read through whichever answers next."""
-    import socket
     import time
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    server, port, env = _serve_two_workers(tmp_path)
     base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DXF_DATABASE_URL": f"sqlite:///{tmp_path}/w.db",
-        "DXF_SIGNING_KEY_FILE": str(tmp_path / "key.json"),
-        "DXF_BASE_URL": base,
-        "DXF_LOG_LEVEL": "WARNING",
-    }
     cli = [sys.executable, "-m", "app.cli"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True, timeout=120)
-    server = subprocess.Popen(
-        [*cli, "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     try:
         token = subprocess.run(
             [*cli, "token", "--scope", "system/*.cruds"],
@@ -176,30 +159,13 @@ def test_a_worker_that_dies_at_start_stops_the_server(tmp_path):
     """A worker that dies within seconds of starting (a broken deployment) is not restarted
     in a loop: the serving process stops the other workers and exits 1."""
     import signal
-    import socket
     import time
 
     import httpx
 
     if sys.platform != "linux":
         pytest.skip("reads /proc")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "DXF_DATABASE_URL": f"sqlite:///{tmp_path}/d.db",
-        "DXF_SIGNING_KEY_FILE": str(tmp_path / "key.json"),
-        "DXF_LOG_LEVEL": "WARNING",
-    }
-    cli = [sys.executable, "-m", "app.cli"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True, timeout=120)
-    server = subprocess.Popen(
-        [*cli, "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, port, _env = _serve_two_workers(tmp_path)
     try:
         deadline = time.monotonic() + 60
         while True:  # poll until both workers run (bounded; not a synchronisation sleep)
@@ -217,7 +183,33 @@ def test_a_worker_that_dies_at_start_stops_the_server(tmp_path):
         assert not Path(f"/proc/{workers[1]}").exists()
     finally:
         server.kill()
-        server.wait(timeout=30)
+        server.communicate(timeout=30)  # reaps it and closes its stderr pipe
+
+
+def _serve_two_workers(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, dict[str, str]]:
+    """`dxf-bridge serve --workers 2` on a free loopback port over a migrated SQLite file:
+    the server process (stderr piped), its port and its environment."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "DXF_DATABASE_URL": f"sqlite:///{tmp_path}/w.db",
+        "DXF_SIGNING_KEY_FILE": str(tmp_path / "key.json"),
+        "DXF_BASE_URL": f"http://127.0.0.1:{port}",
+        "DXF_LOG_LEVEL": "WARNING",
+    }
+    cli = [sys.executable, "-m", "app.cli"]
+    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    server = subprocess.Popen(
+        [*cli, "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    return server, port, env
 
 
 def _children(parent: int) -> list[int]:

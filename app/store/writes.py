@@ -624,6 +624,8 @@ class WriteSession:
         any, are already dropped)."""
         self.changed = True
         for statement, rows in self._index_params(resource_type, resource_id, body):
+            if statement is q.INSERT_COMPARTMENT:
+                self.patients.update(row["patient_id"] for row in rows)
             self.conn.defer(statement, rows)
 
     def _index_params(
@@ -697,7 +699,6 @@ class WriteSession:
                 )
             )
         patients = patient_ids_of(body, self.repo.base_url)
-        self.patients |= patients
         if patients:
             out.append(
                 (

@@ -17,7 +17,6 @@ audit never shows up in `_history` and a FHIR client cannot write or change one.
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +28,7 @@ from sqlalchemy import insert
 from app.auth.policy import Principal
 from app.db import Database, Prepared
 from app.fhir.compartments import patient_ids_of
+from app.ids import time_ordered_uuid
 from app.store.tables import audit_event
 
 __all__ = ["AuditEntry", "AuditRecorder", "InWriteAudit", "entry_for_request"]
@@ -191,7 +191,7 @@ class AuditRecorder:
 
     def _row(self, entry: AuditEntry) -> dict[str, object]:
         return {
-            "event_id": uuid.uuid4().hex,
+            "event_id": time_ordered_uuid().hex,
             "recorded": datetime.now(UTC),
             "action": entry.action,
             "outcome": entry.outcome,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from app.ids import time_ordered_uuid
 
 __all__ = [
     "HistoryEntry",
@@ -68,4 +69,5 @@ class HistoryPage:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A server-assigned resource id: a time-ordered UUID (see app/ids.py)."""
+    return str(time_ordered_uuid())

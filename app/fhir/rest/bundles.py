@@ -11,7 +11,6 @@ it, and the whole request is answered with that entry's error.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -25,6 +24,7 @@ from app.fhir.rest import interactions
 from app.fhir.rest.interactions import Outcome, outcome_resource
 from app.fhir.rest.negotiation import parse_if_match
 from app.fhir.search.criteria import parse_criteria
+from app.store.base import new_id
 from app.store.repository import FhirRepository, WriteSession, format_instant
 
 __all__ = ["process_bundle"]
@@ -183,7 +183,7 @@ class _Context:
             interactions.check_type(rtype)
             try:
                 if e.method == "POST" and len(e.path) == 1:
-                    e.assigned_id = str(uuid.uuid4())
+                    e.assigned_id = new_id()
                     if e.if_none_exist is not None:
                         criteria = parse_criteria(rtype, e.if_none_exist, require_some=True)
                         found = await _unique(tx, criteria, "If-None-Exist")
@@ -195,7 +195,7 @@ class _Context:
                     body_id = (e.body or {}).get("id")
                     e.assigned_id = found or (body_id if isinstance(body_id, str) else None)
                     if e.assigned_id is None:
-                        e.assigned_id = str(uuid.uuid4())
+                        e.assigned_id = new_id()
                         e.body = {**(e.body or {}), "id": e.assigned_id}
                 elif e.method == "PUT" and len(e.path) == 2:
                     e.assigned_id = e.path[1]

@@ -283,6 +283,7 @@ class Database:
             # one-statement reads go straight to asyncpg: one round trip, no BEGIN/ROLLBACK
             # and no per-call SQLAlchemy execution set-up (see fetch_one)
             self._point_pool: asyncpg.Pool | None = None
+            self._unflushed: asyncpg.Pool | None = None  # see _unflushed_pool
             self._point_pool_lock = asyncio.Lock()
             self._point_pool_size = max(2, pool_size // 2)
 
@@ -401,24 +402,22 @@ class Database:
         """Run one write statement (for a list of parameter sets: once per set) as its own
         transaction, committed when this returns.
 
-        On PostgreSQL this runs on the point pool: one round trip (autocommit), or, with
-        `wait_for_flush=False`, a transaction with `synchronous_commit = off` (the commit does
-        not wait for the WAL flush: a database crash can lose the last fraction of a second of
-        such rows). On SQLite it is a `write()` transaction; durability follows
-        `DXF_SQLITE_SYNCHRONOUS`.
+        On PostgreSQL one row is one round trip (autocommit) on the point pool, or, with
+        `wait_for_flush=False`, on a small pool whose sessions have `synchronous_commit = off`
+        (the commit does not wait for the WAL flush: a database crash can lose the last
+        fraction of a second of such rows); several rows are one transaction. On SQLite it is
+        a `write()` transaction; durability follows `DXF_SQLITE_SYNCHRONOUS`.
         """
         if self.is_sqlite:
             await self._execute_alone_sqlite(statement, params)
             return
-        pool = await self._pool()
+        pool = await (self._pool() if wait_for_flush else self._unflushed_pool())
         names = statement.pg_param_names
         rows = [[p[n] for n in names] for p in (params if isinstance(params, list) else [params])]
-        if wait_for_flush and len(rows) == 1:
+        if len(rows) == 1:
             await pool.execute(statement.pg_sql, *rows[0])
             return
         async with pool.acquire() as conn, conn.transaction():
-            if not wait_for_flush:
-                await conn.execute("SET LOCAL synchronous_commit = off")
             await conn.executemany(statement.pg_sql, rows)
 
     async def _execute_alone_sqlite(
@@ -458,10 +457,28 @@ class Database:
                     )
         return self._point_pool
 
+    async def _unflushed_pool(self) -> asyncpg.Pool:
+        """Sessions whose commits do not wait for the WAL flush (execute_alone's
+        `wait_for_flush=False`): set once per session, so each insert stays one round trip
+        instead of BEGIN, SET LOCAL, INSERT and COMMIT."""
+        if self._unflushed is None:
+            async with self._point_pool_lock:
+                if self._unflushed is None:
+                    self._unflushed = await asyncpg.create_pool(
+                        _asyncpg_dsn(self.url),
+                        min_size=1,
+                        max_size=self._point_pool_size,
+                        init=_install_raw_jsonb,
+                        server_settings={"synchronous_commit": "off"},
+                    )
+        return self._unflushed
+
     async def dispose(self) -> None:
-        if not self.is_sqlite and self._point_pool is not None:
-            await self._point_pool.close()
-            self._point_pool = None
+        if not self.is_sqlite:
+            for pool in (self._point_pool, self._unflushed):
+                if pool is not None:
+                    await pool.close()
+            self._point_pool = self._unflushed = None
         if self.is_sqlite:
             self._checkpointer.stop()
             if self._lone_writer is not None:

@@ -3,9 +3,11 @@ no answer), and the log is searchable as AuditEvent with system/AuditEvent.rs.""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from sqlalchemy import func, select
 
+from app.audit.recorder import AuditEntry, AuditRecorder
 from app.fhir.models import validate_resource
 from app.store.tables import audit_event
 from tests.conftest import FHIR_JSON, bearer
@@ -195,3 +197,28 @@ async def test_a_conditional_create_that_writes_nothing_is_audited_by_the_router
     assert r.status_code == 200 and r.json()["id"] == pid
     [row] = _of(await _rows(db), r)
     assert (row.interaction, row.status, row.patient) == ("create", 200, pid)
+
+
+@pytest.mark.parametrize("patients", [1, 3])
+async def test_audit_rows_that_do_not_wait_for_the_flush_are_still_committed(db, patients):
+    """DXF_AUDIT_WAIT_FOR_FLUSH=false: on PostgreSQL the rows go through sessions whose commits
+    skip the WAL-flush wait (one round trip for a row, not BEGIN, SET LOCAL, INSERT and
+    COMMIT); they are committed all the same, and the point pool keeps waiting for the flush."""
+    recorder = AuditRecorder(db, wait_for_flush=False)
+    entry = AuditEntry(interaction="search-type", status=200, client_id="ehr", res_type="Patient")
+    answer = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {"resource": {"resourceType": "Patient", "id": f"p{n}"}} for n in range(patients)
+        ],
+    }
+    ids = await recorder.record(entry, orjson.dumps(answer))
+    stored = await _rows(db)
+    assert len(ids) == len(stored) == patients
+    assert sorted(r.patient for r in stored) == [f"p{n}" for n in range(patients)]
+    assert all(r.client_id == "ehr" and r.status == 200 for r in stored)
+    if not db.is_sqlite:
+        unflushed = await db._unflushed_pool()
+        assert await unflushed.fetchval("SHOW synchronous_commit") == "off"
+        assert await (await db._pool()).fetchval("SHOW synchronous_commit") == "on"

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from typing import Any
 
 import orjson
@@ -445,8 +446,8 @@ def test_link_rules_are_validated():
 async def test_a_record_whose_mapping_fails_validation_is_skipped_alone(db, tmp_path, monkeypatch):
     original = Mapper.claim
 
-    def broken_for_c2(self, rows, patient_id):
-        picture = original(self, rows, patient_id)
+    def broken_for_c2(self, rows, patient_id, assign=None):
+        picture = original(self, rows, patient_id, assign)
         if picture.claim_id == "C2":
             picture.resources[0][2]["created"] = "not a date"
         return picture
@@ -557,16 +558,101 @@ async def test_a_claim_replaced_later_in_the_same_batch(db, tmp_path):
 
 
 async def test_lost_claim_state_still_changes_nothing(db, tmp_path):
-    """Even without the claim-state table (say, restored from an older backup), re-importing
-    stores no duplicates and no new versions: the resources are found by their ids."""
+    """Without the claim-state table (say, restored from an older backup) the minted ids of
+    stored claims are lost; re-importing reports those claims instead of storing them again,
+    and changes nothing."""
     mc = [medical("C1", 1), medical("C1", 2, f088="71046"), medical("C2", 1)]
     await importer(db).import_file(cdl_file(tmp_path / "a.txt", "MC", mc))
     before = await versions(db)
     async with db.write() as conn:
         await conn.execute(apcd_claim.delete())
     result = await importer(db).import_file(cdl_file(tmp_path / "b.txt", "MC", mc, column_row=True))
-    assert (result.created, result.updated) == (0, 0)
+    assert (result.created, result.updated, result.loaded, result.rejected) == (0, 0, 0, 3)
+    assert [e.line for e in result.errors] == [3, 5]  # each claim once, at its first line
+    assert all("import state (apcd_claim) is missing" in e.reason for e in result.errors)
     assert await versions(db) == before
+
+
+async def test_claim_resources_get_time_ordered_ids_kept_with_the_claim(db, tmp_path):
+    lines = [medical("C1", 1, f038="I10"), medical("C1", 2, f088="71046"), medical("C2", 1)]
+    await importer(db).import_file(cdl_file(tmp_path / "a.txt", "MC", lines))
+    encounters = {e["identifier"][0]["value"]: e for e in await stored(db, "Encounter")}
+    conditions = await stored(db, "Condition")
+    everything = [*encounters.values(), *conditions, *await stored(db, "ExplanationOfBenefit")]
+    assert all(uuid.UUID(r["id"]).version == 7 for r in everything)
+    c1 = encounters["C1"]
+    c1_conditions = [
+        c for c in conditions if c["encounter"]["reference"] == f"Encounter/{c1['id']}"
+    ]
+    assert {c["code"]["coding"][0]["code"] for c in c1_conditions} == {"E119", "I10"}
+    assert {d["condition"]["reference"] for d in c1["diagnosis"]} == {
+        f"Condition/{c['id']}" for c in c1_conditions
+    }
+    async with db.read() as conn:
+        states = dict(
+            (await conn.execute(select(apcd_claim.c.claim_id, apcd_claim.c.resources))).all()
+        )
+    kept = orjson.loads(states["C1"])
+    assert f"Encounter/{c1['id']}" in kept.values()
+    assert len(kept) == len(set(kept.values())) == 6  # EOB, Encounter, 2 Conditions, 2 Procedures
+    # a new version in a later file updates those very resources
+    replaced = [medical("C1", 1, version=1, f038="I10", f125="70.00")]
+    result = await importer(db).import_file(cdl_file(tmp_path / "b.txt", "MC", replaced))
+    assert result.deleted == 1  # the second line's Procedure
+    (encounter,) = [e for e in await stored(db, "Encounter") if e["identifier"][0]["value"] == "C1"]
+    assert (encounter["id"], encounter["meta"]["versionId"]) == (c1["id"], "1")
+    eob = next(
+        e for e in await stored(db, "ExplanationOfBenefit") if e["identifier"][0]["value"] == "C1"
+    )
+    assert eob["meta"]["versionId"] == "2" and f"ExplanationOfBenefit/{eob['id']}" in kept.values()
+
+
+async def test_claims_stored_before_ids_were_minted_keep_their_ids(db, tmp_path, monkeypatch):
+    """A claim state written by an earlier release lists "Type/id" refs whose ids are the
+    deterministic keys; a new version of such a claim updates those resources."""
+    original = Mapper.claim
+    monkeypatch.setattr(
+        Mapper, "claim", lambda self, rows, pid, assign=None: original(self, rows, pid)
+    )
+    await importer(db).import_file(cdl_file(tmp_path / "a.txt", "MC", [medical("C1", 1)]))
+    monkeypatch.setattr(Mapper, "claim", original)
+    async with db.write() as conn:  # the state as the earlier release wrote it
+        (row,) = (await conn.execute(select(apcd_claim.c.claim_id, apcd_claim.c.resources))).all()
+        refs = sorted(orjson.loads(row.resources).values())
+        await conn.execute(apcd_claim.update().values(resources=orjson.dumps(refs).decode()))
+    (eob,) = await stored(db, "ExplanationOfBenefit")
+    assert uuid.UUID(eob["id"]).version == 5
+    result = await importer(db).import_file(
+        cdl_file(tmp_path / "b.txt", "MC", [medical("C1", 1, version=1, f125="70.00")])
+    )
+    assert (result.created, result.rejected) == (0, 0)
+    (again,) = await stored(db, "ExplanationOfBenefit")
+    assert (again["id"], again["meta"]["versionId"]) == (eob["id"], "2")
+
+
+async def test_a_pharmacy_claim_numbered_like_a_stored_medical_claim_still_loads(db, tmp_path):
+    await importer(db).import_file(cdl_file(tmp_path / "mc.txt", "MC", [medical("X1")]))
+    pc = record(
+        "PC",
+        f005="X1",
+        f006=1,
+        f007=0,
+        f023="20240305",
+        f024="20240310",
+        f025="00093715601",
+        f032="30",
+        f033="30",
+        f035="7654321",
+        f036="50.00",
+        f037="40.00",
+        f051=NPI_A,
+        f057=NPI_B,
+        f068="MEM001",
+    )
+    result = await importer(db).import_file(cdl_file(tmp_path / "pc.txt", "PC", [pc]))
+    assert (result.loaded, result.rejected) == (1, 0), result.errors
+    kinds = sorted(e["type"]["coding"][0]["code"] for e in await stored(db, "ExplanationOfBenefit"))
+    assert kinds == ["pharmacy", "professional"]
 
 
 async def test_the_latest_span_describes_the_member(db, tmp_path):
@@ -622,28 +708,36 @@ async def test_validation_in_a_worker_process_stores_the_same(db, tmp_path, monk
         db, validation_workers=1, worker_min_lines=1, batch_lines=25
     ).import_file(path)
     assert (result.loaded, result.rejected) == (60, 0)
-    pooled = {
-        (e["resourceType"], e["id"]): {k: v for k, v in e.items() if k != "meta"}
-        for rtype in ("ExplanationOfBenefit", "Encounter", "Condition", "Procedure", "Patient")
-        for e in await stored(db, rtype)
-    }
+    pooled = await _by_key(db)
     async with db.write() as conn:  # start over, and import in-process
         for table in reversed(metadata.sorted_tables):
             await conn.execute(table.delete())
     await importer(db, validation_workers=0, batch_lines=25).import_file(path)
-    inline = {
-        (e["resourceType"], e["id"]): {k: v for k, v in e.items() if k != "meta"}
-        for rtype in ("ExplanationOfBenefit", "Encounter", "Condition", "Procedure", "Patient")
-        for e in await stored(db, rtype)
-    }
+    inline = await _by_key(db)
     assert pooled == inline and len(pooled) == 30 + 30 + 30 + 60 + 5
+
+
+async def _by_key(db):
+    """The stored resources without meta, with each claim resource's minted id replaced by
+    its key (from the claim state), so that two imports of one file compare equal."""
+    async with db.read() as conn:
+        maps = (await conn.execute(select(apcd_claim.c.resources))).scalars().all()
+    key_of = {ref.partition("/")[2]: key for m in maps for key, ref in orjson.loads(m).items()}
+    out = {}
+    for rtype in ("ExplanationOfBenefit", "Encounter", "Condition", "Procedure", "Patient"):
+        for e in await stored(db, rtype):
+            text = orjson.dumps({k: v for k, v in e.items() if k != "meta"}).decode()
+            for actual, key in key_of.items():
+                text = text.replace(actual, key)
+            out[(rtype, key_of.get(e["id"], e["id"]))] = orjson.loads(text)
+    return out
 
 
 async def test_a_worker_validation_failure_skips_only_that_record(db, tmp_path, monkeypatch):
     original = Mapper.claim
 
-    def broken_for_c2(self, rows, patient_id):
-        picture = original(self, rows, patient_id)
+    def broken_for_c2(self, rows, patient_id, assign=None):
+        picture = original(self, rows, patient_id, assign)
         if picture.claim_id == "C2":
             picture.resources[0][2]["created"] = "not a date"
         return picture

@@ -4,13 +4,16 @@ Spec: reference notes §6 (ME → Patient + Coverage; MC → ExplanationOfBenefi
 Condition, Procedure, Observation; PC → pharmacy ExplanationOfBenefit + MedicationDispense;
 DC → oral ExplanationOfBenefit; PV → Practitioner/Organization, PractitionerRole, Location).
 
-Every id is deterministic: a UUIDv5 of the business key (submitter, payer, member / claim /
-provider id, and for a claim's parts the code or line), so importing the same record again
-addresses the same resource. Identifier systems are per submitter and payer, because carrier
-member, claim and provider ids are unique only within a payer. Payer-local references to
-practitioners and coverage are logical (by identifier) so a claim never points at a resource
-that does not exist. Every resource carries the `apcd-cdl` source tag, and clinical dates are
-service dates, never load dates.
+Every resource has a deterministic key: a UUIDv5 of the business key (submitter, payer, member /
+claim / provider id, and for a claim's parts the code or line), so importing the same record
+again addresses the same resource. Members, coverage and providers use the key as their id. A
+claim's resources get their ids from the importer's assigner (`Mapper.claim(assign=...)`),
+which mints time-ordered ids the first time a claim is seen and keeps the key-to-id map with
+the claim (app/apcd/importer.py); without an assigner the key is the id. Identifier systems
+are per submitter and payer, because carrier member, claim and provider ids are unique only
+within a payer. Payer-local references to practitioners and coverage are logical (by
+identifier) so a claim never points at a resource that does not exist. Every resource carries
+the `apcd-cdl` source tag, and clinical dates are service dates, never load dates.
 
 US Core 6.1.0: each resource also gets `meta.profile` for the US Core profiles whose mandatory
 elements it has (app.fhir.uscore.stamp_profiles). The claim Encounter's `type` (US Core: 1..*)
@@ -21,7 +24,7 @@ is the claim's E/M CPT codes, else its place of service (professional) or type o
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -31,7 +34,7 @@ from app.apcd import codes as c
 from app.apcd.layout import RecordLayout
 from app.fhir.uscore import stamp_profiles
 
-__all__ = ["ClaimPicture", "Mapper", "Namespace", "Res", "det_id"]
+__all__ = ["ClaimPicture", "IdAssigner", "Mapper", "Namespace", "Res", "det_id"]
 
 _NS = uuid.UUID("5f0c7a52-5b8e-4f0a-9a57-2d6f3c1e9b10")
 Res = tuple[str, str, dict[str, Any]]  # (type, id, body)
@@ -39,6 +42,13 @@ Res = tuple[str, str, dict[str, Any]]  # (type, id, body)
 
 def det_id(*parts: str) -> str:
     return str(uuid.uuid5(_NS, "|".join(parts)))
+
+
+IdAssigner = Callable[[str], str]  # a claim resource's key -> its id
+
+
+def _as_is(key: str) -> str:
+    return key
 
 
 def _iso(cdl_date: str) -> str | None:
@@ -145,6 +155,12 @@ class Mapper:
         self.rl = rl
         self.kind = rl.record_type  # in claim resource ids: MC and PC claim numbers may clash
         self._suffixes = tuple(f.field_id[-3:] for f in rl.fields)
+        self._assign: IdAssigner = _as_is
+
+    def _claim_id(self, *parts: str) -> str:
+        """The id of one of a claim's resources: its key (deterministic from the namespace,
+        the claim type, the claim id and what the resource is) through the claim's assigner."""
+        return self._assign(self.ns.id(self.kind, *parts))
 
     def row(self, values: list[str]) -> Row:
         return Row(self._suffixes, values)
@@ -301,15 +317,25 @@ class Mapper:
 
     # ---- claims ------------------------------------------------------------------------------
 
-    def claim(self, rows: list[Row], patient_id: str) -> ClaimPicture:
-        """The resources of one claim version (its lines at the highest version number)."""
+    def claim(
+        self, rows: list[Row], patient_id: str, assign: IdAssigner | None = None
+    ) -> ClaimPicture:
+        """The resources of one claim version (its lines at the highest version number).
+
+        Each resource of the claim has a key, deterministic from the claim's identity and what
+        the resource is; `assign` turns a key into the resource's id (references between the
+        claim's resources use the same ids). Without it the key is the id."""
         kind = self.rl.record_type
-        if kind == "MC":
-            picture = self._medical(rows, patient_id)
-        elif kind == "PC":
-            picture = self._pharmacy(rows, patient_id)
-        else:
-            picture = self._dental(rows, patient_id)
+        self._assign = assign or _as_is
+        try:
+            if kind == "MC":
+                picture = self._medical(rows, patient_id)
+            elif kind == "PC":
+                picture = self._pharmacy(rows, patient_id)
+            else:
+                picture = self._dental(rows, patient_id)
+        finally:
+            self._assign = _as_is
         picture.resources = _profiled(picture.resources)
         return picture
 
@@ -440,8 +466,8 @@ class Mapper:
             dos=dos,
             member_id=member_id,
         )
-        eob_id = self.ns.id(self.kind, "eob", claim_id)
-        enc_id = self.ns.id(self.kind, "encounter", claim_id)
+        eob_id = self._claim_id("eob", claim_id)
+        enc_id = self._claim_id("encounter", claim_id)
         enc_ref = {"reference": f"Encounter/{enc_id}"}
         subject = {"reference": f"Patient/{patient_id}"}
         out: list[Res] = []
@@ -517,7 +543,7 @@ class Mapper:
                 entry["onAdmission"] = _cc(c.POA, poa)
             eob_dx.append(entry)
             if code not in conditions:
-                cond_id = self.ns.id(self.kind, "condition", claim_id, code)
+                cond_id = self._claim_id("condition", claim_id, code)
                 conditions[code] = cond_id
                 cond: dict[str, Any] = {
                     "resourceType": "Condition",
@@ -607,7 +633,7 @@ class Mapper:
                 item["adjudication"] = adjudication
             items.append(item)
             if code and c.is_cpt_category_ii(code):
-                obs_id = self.ns.id(self.kind, "observation", claim_id, r["006"])
+                obs_id = self._claim_id("observation", claim_id, r["006"])
                 obs: dict[str, Any] = {
                     "resourceType": "Observation",
                     "meta": _meta(None),
@@ -720,7 +746,7 @@ class Mapper:
         }
         if period:
             body["performedPeriod"] = period
-        return ("Procedure", self.ns.id(self.kind, "procedure", *key), body)
+        return ("Procedure", self._claim_id("procedure", *key), body)
 
     def _pharmacy(self, all_rows: list[Row], patient_id: str) -> ClaimPicture:
         version, rows = self.latest(all_rows)
@@ -840,7 +866,7 @@ class Mapper:
             out.append(
                 (
                     "MedicationDispense",
-                    self.ns.id(self.kind, "dispense", claim_id, r["006"]),
+                    self._claim_id("dispense", claim_id, r["006"]),
                     dispense,
                 )
             )
@@ -850,7 +876,7 @@ class Mapper:
             version,
             void,
             member_id,
-            [("ExplanationOfBenefit", self.ns.id(self.kind, "eob", claim_id), eob), *out],
+            [("ExplanationOfBenefit", self._claim_id("eob", claim_id), eob), *out],
         )
 
     def _dental(self, all_rows: list[Row], patient_id: str) -> ClaimPicture:
@@ -928,7 +954,7 @@ class Mapper:
             version,
             void,
             member_id,
-            [("ExplanationOfBenefit", self.ns.id(self.kind, "eob", claim_id), eob)],
+            [("ExplanationOfBenefit", self._claim_id("eob", claim_id), eob)],
         )
 
     # ---- PV ----------------------------------------------------------------------------------

@@ -282,8 +282,8 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _raw_jsonb_codec)
             # one-statement reads go straight to asyncpg: one round trip, no BEGIN/ROLLBACK
             # and no per-call SQLAlchemy execution set-up (see fetch_one)
-            self._point_pool: asyncpg.Pool | None = None
-            self._unflushed: asyncpg.Pool | None = None  # see _unflushed_pool
+            # by whether their commits wait for the WAL flush (see _pool)
+            self._point_pools: dict[bool, asyncpg.Pool] = {}
             self._point_pool_lock = asyncio.Lock()
             self._point_pool_size = max(2, pool_size // 2)
 
@@ -411,7 +411,7 @@ class Database:
         if self.is_sqlite:
             await self._execute_alone_sqlite(statement, params)
             return
-        pool = await (self._pool() if wait_for_flush else self._unflushed_pool())
+        pool = await self._pool(flushed=wait_for_flush)
         names = statement.pg_param_names
         rows = [[p[n] for n in names] for p in (params if isinstance(params, list) else [params])]
         if len(rows) == 1:
@@ -445,40 +445,30 @@ class Database:
             elif size > CHECKPOINT_AFTER_BYTES:
                 self._checkpointer.wake()
 
-    async def _pool(self) -> asyncpg.Pool:
-        if self._point_pool is None:
-            async with self._point_pool_lock:
-                if self._point_pool is None:
-                    self._point_pool = await asyncpg.create_pool(
-                        _asyncpg_dsn(self.url),
-                        min_size=1,
-                        max_size=self._point_pool_size,
-                        init=_install_raw_jsonb,
-                    )
-        return self._point_pool
-
-    async def _unflushed_pool(self) -> asyncpg.Pool:
-        """Sessions whose commits do not wait for the WAL flush (execute_alone's
-        `wait_for_flush=False`): set once per session, so each insert stays one round trip
+    async def _pool(self, *, flushed: bool = True) -> asyncpg.Pool:
+        """The point pool: one-statement reads and writes straight on asyncpg. `flushed=False`:
+        a second pool whose sessions have `synchronous_commit = off` (execute_alone's
+        `wait_for_flush=False`), set once per session so that each insert stays one round trip
         instead of BEGIN, SET LOCAL, INSERT and COMMIT."""
-        if self._unflushed is None:
+        pool = self._point_pools.get(flushed)
+        if pool is None:
             async with self._point_pool_lock:
-                if self._unflushed is None:
-                    self._unflushed = await asyncpg.create_pool(
+                pool = self._point_pools.get(flushed)
+                if pool is None:
+                    pool = self._point_pools[flushed] = await asyncpg.create_pool(
                         _asyncpg_dsn(self.url),
                         min_size=1,
                         max_size=self._point_pool_size,
                         init=_install_raw_jsonb,
-                        server_settings={"synchronous_commit": "off"},
+                        server_settings={} if flushed else {"synchronous_commit": "off"},
                     )
-        return self._unflushed
+        return pool
 
     async def dispose(self) -> None:
         if not self.is_sqlite:
-            for pool in (self._point_pool, self._unflushed):
-                if pool is not None:
-                    await pool.close()
-            self._point_pool = self._unflushed = None
+            pools, self._point_pools = self._point_pools, {}
+            for pool in pools.values():
+                await pool.close()
         if self.is_sqlite:
             self._checkpointer.stop()
             if self._lone_writer is not None:

@@ -96,3 +96,24 @@ def medical(
     }
     fields.update(extra)
     return record("MC", **fields)
+
+
+def pharmacy(claim: str = "RX1", member_id: str = "M1", **extra: object) -> str:
+    fields: dict[str, object] = {
+        "f005": claim,
+        "f006": 1,
+        "f007": 0,
+        "f023": "20240305",
+        "f024": "20240310",
+        "f025": "00093715601",
+        "f032": "30",
+        "f033": "30",
+        "f035": "7654321",
+        "f036": "50.00",
+        "f037": "40.00",
+        "f051": NPI_A,
+        "f057": NPI_B,
+        "f068": member_id,
+    }
+    fields.update(extra)
+    return record("PC", **fields)

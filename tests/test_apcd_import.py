@@ -24,7 +24,7 @@ from app.db import Database
 from app.fhir.models import validate_resource
 from app.store.repository import FhirRepository
 from app.store.tables import apcd_claim, apcd_import, metadata, resource, resource_history
-from tests.apcd_files import NPI_A, NPI_B, NPI_C, cdl_file, medical, member, record
+from tests.apcd_files import NPI_A, NPI_B, NPI_C, cdl_file, medical, member, pharmacy, record
 from tests.conftest import FHIR_BASE
 
 FULL = AccessPolicy((ScopeGrant("system", "*", frozenset("cruds")),))
@@ -170,25 +170,7 @@ async def test_medical_claims_map_to_eob_encounter_conditions_procedures(
 
 
 async def test_pharmacy_dental_and_provider_files(db, tmp_path):
-    pc = [
-        record(
-            "PC",
-            f005="RX1",
-            f006=1,
-            f007=0,
-            f023="20240305",
-            f024="20240310",
-            f025="00093715601",
-            f032="30",
-            f033="30",
-            f035="7654321",
-            f036="50.00",
-            f037="40.00",
-            f051=NPI_A,
-            f057=NPI_B,
-            f068="M1",
-        )
-    ]
+    pc = [pharmacy("RX1", member_id="M1")]
     dc = [
         record(
             "DC",
@@ -632,23 +614,7 @@ async def test_claims_stored_before_ids_were_minted_keep_their_ids(db, tmp_path,
 
 async def test_a_pharmacy_claim_numbered_like_a_stored_medical_claim_still_loads(db, tmp_path):
     await importer(db).import_file(cdl_file(tmp_path / "mc.txt", "MC", [medical("X1")]))
-    pc = record(
-        "PC",
-        f005="X1",
-        f006=1,
-        f007=0,
-        f023="20240305",
-        f024="20240310",
-        f025="00093715601",
-        f032="30",
-        f033="30",
-        f035="7654321",
-        f036="50.00",
-        f037="40.00",
-        f051=NPI_A,
-        f057=NPI_B,
-        f068="MEM001",
-    )
+    pc = pharmacy("X1", member_id="MEM001")
     result = await importer(db).import_file(cdl_file(tmp_path / "pc.txt", "PC", [pc]))
     assert (result.loaded, result.rejected) == (1, 0), result.errors
     kinds = sorted(e["type"]["coding"][0]["code"] for e in await stored(db, "ExplanationOfBenefit"))

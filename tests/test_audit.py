@@ -219,6 +219,6 @@ async def test_audit_rows_that_do_not_wait_for_the_flush_are_still_committed(db,
     assert sorted(r.patient for r in stored) == [f"p{n}" for n in range(patients)]
     assert all(r.client_id == "ehr" and r.status == 200 for r in stored)
     if not db.is_sqlite:
-        unflushed = await db._unflushed_pool()
+        unflushed = await db._pool(flushed=False)
         assert await unflushed.fetchval("SHOW synchronous_commit") == "off"
         assert await (await db._pool()).fetchval("SHOW synchronous_commit") == "on"

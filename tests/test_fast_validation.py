@@ -7,7 +7,9 @@ import copy
 import random
 from typing import Any
 
+import orjson
 import pytest
+from sqlalchemy import select
 
 from app.apcd.layout import load_layout
 from app.apcd.mapping import Mapper, Namespace
@@ -15,6 +17,9 @@ from app.apcd.reader import lines, scan
 from app.apcd.synth import write_apcd_files
 from app.errors import Unprocessable
 from app.fhir.models import check_resource, plainly_valid, validate_resource
+from app.hl7.service import Hl7Service
+from app.store.tables import resource
+from tests.hl7_messages import adt
 
 
 def mapped_resources(tmp_path: Any) -> list[dict[str, Any]]:
@@ -56,10 +61,74 @@ def test_what_the_mappers_make_takes_the_fast_path(tmp_path):
     assert all(models_accept(b) for b in bodies)
 
 
+async def test_what_the_hl7_mappers_make_takes_the_fast_path(db, settings):
+    result = await Hl7Service(db, settings).handle(
+        adt("A01", "FAST1", "20260301101500-0800"), "test"
+    )
+    assert result.code == "AA"
+    async with db.read() as conn:
+        rows = (await conn.execute(select(resource.c.res_type, resource.c.content))).all()
+    bodies = {row.res_type: orjson.loads(row.content) for row in rows}
+    assert {"Patient", "Encounter", "Provenance"} <= bodies.keys()
+    for body in bodies.values():  # timestamps with offsets, instants, extensions, references
+        assert plainly_valid(body), body["resourceType"]
+        assert models_accept(body)
+
+
+_TIMESTAMPS = [
+    ("2024-05-01T10:00:00Z", True),
+    ("2024-05-01T10:00:00.123-08:00", True),
+    ("2024-05-01T10:00:00.123456+14:00", True),
+    ("2024-05-01T10:00:00-00:00", True),
+    ("2024-02-29T23:59:59+05:30", True),
+    ("2024-05-01T10:00:00", False),  # no time zone
+    ("2024-02-30T10:00:00Z", False),
+    ("2023-02-29T10:00:00Z", False),
+    ("2024-05-01T24:00:00Z", False),
+    ("2016-12-31T23:59:60Z", False),  # a leap second: the models decide
+    ("2024-05-01T10:00:00.1234567Z", False),  # more decimals than we vouch for
+    ("2024-05-01T10:00:00+14:01", False),
+    ("2024-05-01T10:00:00+15:00", False),
+    ("2024-05-01T10:00Z", False),
+    ("0000-01-01T00:00:00Z", False),
+    ("2024-05-01t10:00:00z", False),
+    ("2024-05-01T10:00:00 Z", False),
+    ("2024-05-01T10:00:00Z ", False),
+    ("2024-05-01 10:00:00Z", False),
+]
+
+
+@pytest.mark.parametrize(("value", "fast"), _TIMESTAMPS)
+def test_timestamps_take_the_fast_path_only_where_the_models_accept_them(value, fast):
+    date_time = {**PATIENT, "deceasedDateTime": value}
+    instant = {
+        "resourceType": "Provenance",
+        "target": [{"reference": "Patient/1"}],
+        "recorded": value,
+        "agent": [{"who": {"display": "x"}}],
+    }
+    for body in (date_time, instant):
+        assert plainly_valid(body) is fast
+        if fast:
+            assert models_accept(body)
+        else:  # whatever the verdict, it is the models'
+            check = models_accept(body)
+            assert check == _accepts(check_resource, body)
+
+
+def _accepts(validate: Any, body: dict[str, Any]) -> bool:
+    try:
+        validate(body)
+    except Unprocessable:
+        return False
+    return True
+
+
 _VALUES: list[Any] = [
     *("", " ", "a", "a  b", " a", "a ", "\t", "a\tb", "\x0b", "a\x0bb", "\u00a0", "x\u2028"),
     *("é", "2024-02-30", "2024-02-29", "2023-02-29", "0000-01-01", "0999-12-31", "2024-13-01"),
     *("2024-1-1", "20240101", "2024", "2024-05", "2024-05-01T10:00:00Z", "2024-05-01T10:00:00"),
+    *("2024-02-30T10:00:00Z", "2016-12-31T23:59:60Z", "2024-05-01T10:00:00.5+05:30"),
     *("urn:x y", "http://x", "Patient/1", "a" * 65, "ok.id-1", "true", "1", "-1", "1.5"),
     *(0, 1, -1, 2**31, 2**31 - 1, -(2**31) - 1, 1.5, -0.0, 1e300, 1e-7, float("nan")),
     *(float("inf"), True, False, None, [], {}, [None], {"x": 1}, ["a"], [1]),

@@ -111,13 +111,13 @@ def validate_resource(resource: dict[str, Any]) -> None:
 
 
 def check_resource(resource: dict[str, Any]) -> None:
-    """validate_resource, with a fast path for bulk loads of plain JSON built by our own code.
+    """validate_resource, with a fast path for plain JSON (what our mappers build, and most
+    of what clients send).
 
     `plainly_valid` answers in a single walk, without building models, when every element of
     the resource is of a kind it checks at least as strictly as the models do; whatever it
     cannot vouch for (and every invalid resource) goes through validate_resource, so the
-    verdict and the diagnostics are the models'. The REST write path validates with
-    validate_resource itself."""
+    verdict and the diagnostics are the models'. Every write path validates through here."""
     if not plainly_valid(resource):
         validate_resource(resource)
 
@@ -131,9 +131,10 @@ def plainly_valid(resource: dict[str, Any]) -> bool:
     no `_x` primitive extensions, no nulls, no empty arrays, arrays exactly where the model
     has them), the model's required elements present, at most one type of a choice element
     (exactly one where it is required), and every primitive value of its FHIR type by a check
-    no looser than the model's (boolean, integer ranges, decimal, date, dateTime as a date,
-    code, id, uri, canonical, string and markdown: printable text). Other primitive types
-    (instant, time, url, base64Binary, ...) are left to the models.
+    no looser than the model's (boolean, integer ranges, decimal, date, dateTime as a full
+    date or a timestamp with a time zone, instant, code, id, uri, canonical, string and
+    markdown: printable text). Other primitive types (time, url, base64Binary, ...) and other
+    forms (partial dates, leap seconds) are left to the models.
     tests/test_fast_validation.py compares the two on mapped and mutated resources."""
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or resource_type not in RESOURCE_TYPES:
@@ -146,6 +147,7 @@ def plainly_valid(resource: dict[str, Any]) -> bool:
 
 _ID_CHARS = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _DATE_10 = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
 _MISSING = object()
 
 
@@ -176,6 +178,26 @@ def _date(value: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _instant(value: Any) -> bool:
+    """A date and time to the second (or to the microsecond) with a time zone, the form an
+    instant takes, that the model's pattern and a calendar both accept. A leap second, more
+    than six decimals or any other form is left to the models."""
+    if type(value) is not str or _TIMESTAMP.fullmatch(value) is None:
+        return False
+    if fhir_types.Instant.pattern.fullmatch(value) is None:
+        return False
+    try:
+        _dt.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _date_time(value: Any) -> bool:
+    """A dateTime given as a full date or as a full timestamp with a time zone."""
+    return _date(value) or _instant(value)
 
 
 def _decimal(value: Any) -> bool:
@@ -346,7 +368,8 @@ _PRIMITIVE_CHECKS: dict[type, Callable[[Any], bool]] = {
     fhir_types.Uri: _uri,
     fhir_types.Canonical: _uri,
     fhir_types.Date: _date,
-    fhir_types.DateTime: _date,
+    fhir_types.DateTime: _date_time,
+    fhir_types.Instant: _instant,
     fhir_types.Decimal: _decimal,
 }
 _DECIMAL = fhir_types.Decimal.pattern

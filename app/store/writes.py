@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db import DbConnection, Prepared, pg_insert_all, pg_insert_all_params
 from app.errors import Conflict, Forbidden, Gone, Invalid, NotFound, PreconditionFailed
 from app.fhir.compartments import patient_ids_of
-from app.fhir.models import validate_resource
+from app.fhir.models import check_resource
 from app.fhir.rules import check_rules
 from app.fhir.search.criteria import Criteria
 from app.fhir.search.extract import index_rows
@@ -520,7 +520,7 @@ class WriteSession:
                 f"resourceType {body.get('resourceType')!r} differs from the URL's {resource_type}"
             )
         if not self.validated:
-            validate_resource(body)
+            check_resource(body)
         check_rules(body, self.repo.base_url)
 
     async def _single_match(self, criteria: Criteria, what: str) -> str | None:

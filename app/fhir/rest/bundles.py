@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from app.errors import Conflict, FhirError, Invalid, Issue, PayloadTooLarge, PreconditionFailed
-from app.fhir.models import validate_resource
+from app.fhir.models import check_resource
 from app.fhir.rest import interactions
 from app.fhir.rest.interactions import Outcome, outcome_resource
 from app.fhir.rest.negotiation import parse_if_match
@@ -93,7 +93,7 @@ async def process_bundle(
     for e in entries:
         if e.body is not None and e.method in ("POST", "PUT"):
             try:
-                validate_resource(e.body)
+                check_resource(e.body)
             except FhirError as err:
                 raise _located(err, e.index) from None
     async with repo.transaction() as tx:

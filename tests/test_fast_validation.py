@@ -201,6 +201,15 @@ def test_the_fast_path_never_accepts_what_the_models_reject(tmp_path):
 
 
 PATIENT = {"resourceType": "Patient"}
+
+
+def _nested_extension(levels: int) -> dict[str, Any]:
+    inner: dict[str, Any] = {"url": "urn:x", "valueString": "v"}
+    for _ in range(levels):
+        inner = {"url": "urn:x", "extension": [inner]}
+    return inner
+
+
 EOB = {
     "resourceType": "ExplanationOfBenefit",
     "status": "active",
@@ -249,6 +258,10 @@ EOB = {
             True,
         ),  # noqa: E501
         ({**EOB, "contained": [{"resourceType": "Patient", "id": "p"}]}, True),
+        ({**PATIENT, "extension": [_nested_extension(10)]}, True),
+        # valid, but nested deeper than the walk follows: the models (whose stack may run
+        # out on such a resource, and then reject it) decide
+        ({**PATIENT, "extension": [_nested_extension(30)]}, False),
     ],
 )
 def test_valid_bodies(body, fast):

@@ -26,7 +26,7 @@ async def test_read_returns_stored_json_without_validation(repo, monkeypatch):
     def _boom(_resource):
         raise AssertionError("the read path must not build a model")
 
-    monkeypatch.setattr(app.store.writes, "validate_resource", _boom)
+    monkeypatch.setattr(app.store.writes, "check_resource", _boom)
     monkeypatch.setattr(app.fhir.models, "validate_resource", _boom)
     monkeypatch.setattr(app.fhir.models, "_model", _boom)
     got = await repo.read("Patient", written.id)

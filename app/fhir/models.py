@@ -134,21 +134,30 @@ def plainly_valid(resource: dict[str, Any]) -> bool:
     no looser than the model's (boolean, integer ranges, decimal, date, dateTime as a full
     date or a timestamp with a time zone, instant, code, id, uri, canonical, string and
     markdown: printable text). Other primitive types (time, url, base64Binary, ...) and other
-    forms (partial dates, leap seconds) are left to the models.
-    tests/test_fast_validation.py compares the two on mapped and mutated resources."""
+    forms (partial dates, leap seconds) are left to the models, and so is a resource whose
+    elements nest more than _MAX_DEPTH levels deep (the models may run out of stack on it, and
+    then reject it). tests/test_fast_validation.py compares the two on mapped and mutated
+    resources."""
+    try:
+        return _fits_resource(resource, 0)
+    except RecursionError:
+        return False
+
+
+def _fits_resource(resource: dict[str, Any], depth: int) -> bool:
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or resource_type not in RESOURCE_TYPES:
         return False
-    try:
-        return _plan(_model(resource_type)).fits(resource)
-    except RecursionError:
-        return False
+    return _plan(_model(resource_type)).fits(resource, depth)
 
 
 _ID_CHARS = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _DATE_10 = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
 _MISSING = object()
+# complex elements within complex elements that the fast path follows; deeper is for the models
+# (which handle well over a hundred levels from a shallow stack, fewer from a deep one)
+_MAX_DEPTH = 24
 
 
 def _text(value: Any) -> bool:
@@ -244,8 +253,9 @@ class _Plan:
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        # JSON name -> (repeats, check); check None: an element left to the models
-        self.fields: dict[str, tuple[bool, Callable[[Any], bool] | None]] = {}
+        # JSON name -> (repeats, check, nested); check None: an element left to the models;
+        # nested: a complex element, whose check takes the depth too
+        self.fields: dict[str, tuple[bool, Callable[..., bool] | None, bool]] = {}
         self.required: frozenset[str] = frozenset()
         self.choices: tuple[tuple[frozenset[str], bool], ...] = ()
         self.resource_type = model.__resource_type__ if model.has_resource_base() else None
@@ -261,7 +271,9 @@ class _Plan:
             alias = info.alias or name
             aliases[name] = alias
             repeats, inner = _unwrap(info.annotation)
-            self.fields[alias] = (repeats, _element_check(inner, self, alias))
+            check = _element_check(inner, self, alias)
+            nested = isinstance(check, _LazyCheck) or check is _contained
+            self.fields[alias] = (repeats, check, nested)
             if info.is_required():
                 required.append(alias)
         sample = model.model_construct()
@@ -276,8 +288,8 @@ class _Plan:
             for names in sample.get_one_of_many_fields().values()
         )
 
-    def fits(self, data: Any) -> bool:
-        if type(data) is not dict:
+    def fits(self, data: Any, depth: int = 0) -> bool:
+        if type(data) is not dict or depth > _MAX_DEPTH:
             return False
         fields = self.fields
         for key, value in data.items():
@@ -286,16 +298,16 @@ class _Plan:
                 if key == "resourceType" and value == self.resource_type:
                     continue
                 return False
-            repeats, check = spec
+            repeats, check, nested = spec
             if check is None:
                 return False
             if repeats:
                 if type(value) is not list or not value:
                     return False
                 for item in value:
-                    if not check(item):
+                    if not (check(item, depth + 1) if nested else check(item)):
                         return False
-            elif not check(value):
+            elif not (check(value, depth + 1) if nested else check(value)):
                 return False
         if not data.keys() >= self.required:
             return False
@@ -329,7 +341,7 @@ def _unwrap(annotation: Any) -> tuple[bool, Any]:
     return False, annotation
 
 
-def _element_check(inner: Any, owner: _Plan, alias: str) -> Callable[[Any], bool] | None:
+def _element_check(inner: Any, owner: _Plan, alias: str) -> Callable[..., bool] | None:
     if isinstance(inner, type) and issubclass(inner, fhir_types.FhirBase):
         if issubclass(inner, fhir_types.FhirElementOrResourceBase):
             return _contained if inner._model_klass.endswith(".Resource") else None
@@ -348,16 +360,16 @@ class _LazyCheck:
         self._owner = owner
         self._alias = alias
 
-    def __call__(self, value: Any) -> bool:
+    def __call__(self, value: Any, depth: int) -> bool:
         fits = _plan(self._fhir_type.get_model_klass()).fits
-        repeats, _self = self._owner.fields[self._alias]
-        self._owner.fields[self._alias] = (repeats, fits)
-        return fits(value)
+        repeats, _self, nested = self._owner.fields[self._alias]
+        self._owner.fields[self._alias] = (repeats, fits, nested)
+        return fits(value, depth)
 
 
-def _contained(value: Any) -> bool:
+def _contained(value: Any, depth: int) -> bool:
     """A contained resource."""
-    return type(value) is dict and plainly_valid(value)
+    return type(value) is dict and _fits_resource(value, depth)
 
 
 _PRIMITIVE_CHECKS: dict[type, Callable[[Any], bool]] = {

@@ -13,8 +13,8 @@ async def test_analyze_refreshes_statistics_and_vacuums_postgresql(db: Database)
     async with db.write() as conn:
         await conn.execute(
             text(
-                "INSERT INTO spidx_token (res_type, res_id, param, system, value) "
-                "VALUES ('Observation', 'o1', 'code', 'http://loinc.org', '4548-4')"
+                "INSERT INTO spidx_token (res_type, res_id, param, seq, system, value) "
+                "VALUES ('Observation', 'o1', 'code', 0, 'http://loinc.org', '4548-4')"
             )
         )
     await analyze(db)

@@ -67,19 +67,21 @@ INSERT_HISTORY = Prepared(
     insert(resource_history),
     ["res_type", "res_id", "version", "last_updated", "method", "content"],
 )
-INSERT_TOKEN = Prepared(insert(spidx_token), ["res_type", "res_id", "param", "system", "value"])
+INSERT_TOKEN = Prepared(
+    insert(spidx_token), ["res_type", "res_id", "param", "seq", "system", "value"]
+)
 INSERT_REFERENCE = Prepared(
     insert(spidx_reference),
-    ["res_type", "res_id", "param", "target_type", "target_id", "target_url"],
+    ["res_type", "res_id", "param", "seq", "target_type", "target_id", "target_url"],
 )
-INSERT_DATE = Prepared(insert(spidx_date), ["res_type", "res_id", "param", "low", "high"])
+INSERT_DATE = Prepared(insert(spidx_date), ["res_type", "res_id", "param", "seq", "low", "high"])
 DROP_DATES = Prepared(
     delete(spidx_date).where(
         spidx_date.c.res_type == bindparam("rtype"), spidx_date.c.res_id == bindparam("rid")
     )
 )
 INSERT_QUANTITY = Prepared(
-    insert(spidx_quantity), ["res_type", "res_id", "param", "system", "code", "value"]
+    insert(spidx_quantity), ["res_type", "res_id", "param", "seq", "system", "code", "value"]
 )
 DROP_QUANTITIES = Prepared(
     delete(spidx_quantity).where(
@@ -87,7 +89,8 @@ DROP_QUANTITIES = Prepared(
     )
 )
 INSERT_STRING = Prepared(
-    insert(spidx_string), ["res_type", "res_id", "param", "value_normalized", "value_exact"]
+    insert(spidx_string),
+    ["res_type", "res_id", "param", "seq", "value_normalized", "value_exact"],
 )
 DROP_STRINGS = Prepared(
     delete(spidx_string).where(

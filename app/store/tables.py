@@ -28,9 +28,9 @@
     event_receiver        MLLP and FHIR-message receivers that take every (or some) ADT event
     event_subscription_counter  events notified per Subscription (events-since-subscription-start)
 
-The small key-only tables are WITHOUT ROWID on SQLite: the row lives in the key's b-tree, so a
-write touches one structure fewer. (Not `resource`: its rows are large, which SQLite advises
-against for WITHOUT ROWID.)
+The small key-only tables and the index tables are WITHOUT ROWID on SQLite: the row lives in
+the key's b-tree, so a write touches one structure fewer. (Not `resource`: its rows are large,
+which SQLite advises against for WITHOUT ROWID.)
 
 Content is FHIR JSON: JSONB on PostgreSQL, JSON text on SQLite. The column type passes text
 through untouched in both directions so the read path serves stored bytes without parsing them.
@@ -151,72 +151,77 @@ resource_history = Table(
     Index(None, "last_updated"),
 )
 
+# The index tables are keyed by the resource they belong to: (type, id, param, seq), where seq
+# numbers a resource's rows in each table. On SQLite they are WITHOUT ROWID, so the rows live
+# in that key's b-tree (which answers a search's correlated checks on a candidate resource and
+# an update's "drop the old rows") and a write touches two b-trees per row, the key and the
+# value index, instead of three; on PostgreSQL the key replaces a serial row id and its index.
 spidx_token = Table(
     "spidx_token",
     metadata,
-    Column("row_id", _Id, primary_key=True, autoincrement=True),
-    Column("res_type", String(64), nullable=False),
-    Column("res_id", String(64), nullable=False),
-    Column("param", String(64), nullable=False),
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("param", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("system", Text, nullable=True),
     Column("value", Text, nullable=True),
     Index(None, "res_type", "param", "value", "res_id", "system"),
-    Index(None, "res_type", "res_id", "param"),
+    sqlite_with_rowid=False,
 )
 
 spidx_date = Table(
     "spidx_date",
     metadata,
-    Column("row_id", _Id, primary_key=True, autoincrement=True),
-    Column("res_type", String(64), nullable=False),
-    Column("res_id", String(64), nullable=False),
-    Column("param", String(64), nullable=False),
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("param", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("low", DateTime(timezone=True), nullable=False),
     Column("high", DateTime(timezone=True), nullable=False),
     Index(None, "res_type", "param", "low", "high"),
-    Index(None, "res_type", "res_id", "param"),
+    sqlite_with_rowid=False,
 )
 
 spidx_quantity = Table(
     "spidx_quantity",
     metadata,
-    Column("row_id", _Id, primary_key=True, autoincrement=True),
-    Column("res_type", String(64), nullable=False),
-    Column("res_id", String(64), nullable=False),
-    Column("param", String(64), nullable=False),
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("param", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("system", Text, nullable=True),
     Column("code", Text, nullable=True),
     Column("value", Double, nullable=False),
     Index(None, "res_type", "param", "code", "value"),
-    Index(None, "res_type", "res_id", "param"),
+    sqlite_with_rowid=False,
 )
 
 spidx_string = Table(
     "spidx_string",
     metadata,
-    Column("row_id", _Id, primary_key=True, autoincrement=True),
-    Column("res_type", String(64), nullable=False),
-    Column("res_id", String(64), nullable=False),
-    Column("param", String(64), nullable=False),
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("param", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("value_normalized", _Binary, nullable=False),
     Column("value_exact", Text, nullable=False),
     Index(None, "res_type", "param", "value_normalized"),
-    Index(None, "res_type", "res_id", "param"),
+    sqlite_with_rowid=False,
 )
 
 spidx_reference = Table(
     "spidx_reference",
     metadata,
-    Column("row_id", _Id, primary_key=True, autoincrement=True),
-    Column("res_type", String(64), nullable=False),
-    Column("res_id", String(64), nullable=False),
-    Column("param", String(64), nullable=False),
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("param", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("target_type", String(64), nullable=True),
     Column("target_id", String(64), nullable=True),
     Column("target_url", Text, nullable=True),
     Index(None, "res_type", "param", "target_id", "res_id", "target_type"),
-    Index(None, "res_type", "res_id", "param"),
     Index(None, "target_type", "target_id"),
+    sqlite_with_rowid=False,
 )
 
 resource_compartment = Table(

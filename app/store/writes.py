@@ -640,8 +640,8 @@ class WriteSession:
                 (
                     q.INSERT_TOKEN,
                     [
-                        {"res_type": t, "res_id": i, "param": p, "system": s, "value": v}
-                        for p, s, v in found.tokens
+                        {"res_type": t, "res_id": i, "param": p, "seq": n, "system": s, "value": v}
+                        for n, (p, s, v) in enumerate(found.tokens)
                     ],
                 )
             )
@@ -650,8 +650,8 @@ class WriteSession:
                 (
                     q.INSERT_DATE,
                     [
-                        {"res_type": t, "res_id": i, "param": p, "low": low, "high": high}
-                        for p, low, high in found.dates
+                        {"res_type": t, "res_id": i, "param": p, "seq": n, "low": lo, "high": hi}
+                        for n, (p, lo, hi) in enumerate(found.dates)
                     ],
                 )
             )
@@ -660,8 +660,16 @@ class WriteSession:
                 (
                     q.INSERT_QUANTITY,
                     [
-                        {"res_type": t, "res_id": i, "param": p, "system": s, "code": c, "value": v}
-                        for p, s, c, v in found.quantities
+                        {
+                            "res_type": t,
+                            "res_id": i,
+                            "param": p,
+                            "seq": n,
+                            "system": s,
+                            "code": c,
+                            "value": v,
+                        }
+                        for n, (p, s, c, v) in enumerate(found.quantities)
                     ],
                 )
             )
@@ -674,10 +682,11 @@ class WriteSession:
                             "res_type": t,
                             "res_id": i,
                             "param": p,
+                            "seq": n,
                             "value_normalized": norm,
                             "value_exact": exact,
                         }
-                        for p, norm, exact in found.strings
+                        for n, (p, norm, exact) in enumerate(found.strings)
                     ],
                 )
             )
@@ -690,11 +699,12 @@ class WriteSession:
                             "res_type": t,
                             "res_id": i,
                             "param": p,
+                            "seq": n,
                             "target_type": tt,
                             "target_id": ti,
                             "target_url": tu,
                         }
-                        for p, tt, ti, tu in found.references
+                        for n, (p, tt, ti, tu) in enumerate(found.references)
                     ],
                 )
             )
